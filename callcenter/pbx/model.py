@@ -1,0 +1,401 @@
+"""The backend's live model of one PBX node: channels, queues, members, calls.
+
+The PBX owns this state; the model follows it from typed events and is reset
+from QueueStatus / CoreShowChannels after every (re)connect, because events lost
+while the link was down can never be replayed. The model keeps no caller number
+(see ``callcenter.pbx.events``) and keeps a caller-ID *name* only when
+``safe_label`` says it is a token or a fixed label: a carrier's CNAM may be her
+real name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from callcenter.ami import Frame
+
+from . import events as ev
+
+#: Names the backend itself puts in CALLERID(name): a vault token or a fixed label.
+DEFAULT_SAFE_LABEL = re.compile(r"^(T-[0-9A-Z]{4,16}|1090-[A-Z]+)$")
+
+
+def default_safe_label(label: str | None) -> str | None:
+    return label if label is not None and DEFAULT_SAFE_LABEL.match(label) else None
+
+
+@dataclass(slots=True)
+class Channel:
+    name: str
+    uniqueid: str
+    linkedid: str
+    state: str
+    context: str = ""
+    exten: str = ""
+    label: str | None = None
+    bridge_id: str = ""
+    in_async_agi: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class QueueEntry:
+    """A caller waiting in a queue, at ``position`` (1 = next to be served)."""
+
+    uniqueid: str
+    channel: str
+    position: int
+    joined_at: float | None  # PBX clock
+    label: str | None = None
+    #: QUEUE_PRIO: events do not carry it, only QueueStatus's QueueEntry does.
+    priority: int | None = None
+
+
+@dataclass(slots=True)
+class Queue:
+    name: str
+    entries: list[QueueEntry] = field(default_factory=list)
+    members: dict[str, ev.MemberState] = field(default_factory=dict)
+    strategy: str = ""
+    weight: int = 0
+
+    def renumber(self) -> None:
+        for index, entry in enumerate(self.entries, start=1):
+            entry.position = index
+
+
+CallPhase = str  # "new" | "ivr" | "queued" | "ringing" | "connected" | "ended"
+
+
+@dataclass(slots=True)
+class LiveCall:
+    """One caller's call, keyed by Linkedid, as the PBX's events tell it."""
+
+    linkedid: str
+    caller_uniqueid: str
+    caller_channel: str
+    started_at: float | None
+    phase: CallPhase = "new"
+    label: str | None = None
+    queue: str | None = None
+    queued_at: float | None = None
+    agent_interface: str | None = None
+    agent_channel: str | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    hold_time: int | None = None
+    talk_time: int | None = None
+    went_through_ivr: bool = False
+    abandoned_in: str | None = None  # "queue" | "ivr"
+    variables: dict[str, str] = field(default_factory=dict)
+    rung: list[str] = field(default_factory=list)
+
+
+CallListener = Callable[[LiveCall], None]
+
+
+class PbxModel:
+    """Live state of one PBX node, built only from what the PBX reports."""
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        safe_label: Callable[[str | None], str | None] = default_safe_label,
+    ) -> None:
+        self.node = node
+        self._safe_label = safe_label
+        self.channels: dict[str, Channel] = {}
+        self.queues: dict[str, Queue] = {}
+        self.calls: dict[str, LiveCall] = {}
+        self.last_pbx_time: float | None = None
+        self._on_call_ended: list[CallListener] = []
+
+    # -- listeners ------------------------------------------------------------
+
+    def on_call_ended(self, listener: CallListener) -> None:
+        """Called once per call when its caller's channel hangs up."""
+        self._on_call_ended.append(listener)
+
+    # -- events ---------------------------------------------------------------
+
+    def apply(self, event: ev.PbxEvent) -> None:
+        if event.timestamp is not None:
+            self.last_pbx_time = event.timestamp
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _queue(self, name: str) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = Queue(name)
+        return queue
+
+    def _channel_created(self, event: ev.ChannelCreated) -> None:
+        ref = event.channel
+        self.channels[ref.uniqueid] = Channel(
+            ref.name, ref.uniqueid, ref.linkedid, ref.state, ref.context, ref.exten,
+            self._safe_label(ref.caller_name),
+        )
+        if ref.uniqueid == ref.linkedid and ref.linkedid not in self.calls:
+            # The channel that starts a Linkedid is the caller's (or the first
+            # half of an originated callback).
+            self.calls[ref.linkedid] = LiveCall(
+                ref.linkedid, ref.uniqueid, ref.name, event.timestamp,
+                label=self._safe_label(ref.caller_name),
+            )
+
+    def _touch_channel(self, ref: ev.ChannelRef) -> Channel:
+        channel = self.channels.get(ref.uniqueid)
+        if channel is None:
+            # Joined mid-call (after a reconnect): learn it from any event.
+            channel = self.channels[ref.uniqueid] = Channel(
+                ref.name, ref.uniqueid, ref.linkedid, ref.state, ref.context, ref.exten
+            )
+        channel.state = ref.state
+        label = self._safe_label(ref.caller_name)
+        if label is not None:
+            channel.label = label
+        return channel
+
+    def _state_changed(self, event: ev.ChannelStateChanged) -> None:
+        self._touch_channel(event.channel)
+
+    def _label_changed(self, event: ev.CallerLabelChanged) -> None:
+        channel = self._touch_channel(event.channel)
+        call = self.calls.get(channel.linkedid)
+        if call is not None and call.caller_uniqueid == channel.uniqueid and channel.label:
+            call.label = channel.label
+
+    def _hung_up(self, event: ev.ChannelHungUp) -> None:
+        ref = event.channel
+        channel = self.channels.pop(ref.uniqueid, None)
+        for queue in self.queues.values():
+            before = len(queue.entries)
+            queue.entries = [e for e in queue.entries if e.uniqueid != ref.uniqueid]
+            if len(queue.entries) != before:
+                queue.renumber()
+        call = self.calls.get(ref.linkedid)
+        if call is None or call.caller_uniqueid != ref.uniqueid:
+            return
+        del self.calls[ref.linkedid]
+        call.ended_at = event.timestamp
+        if call.phase == "ivr" or (channel is not None and channel.in_async_agi):
+            call.abandoned_in = call.abandoned_in or "ivr"
+        call.phase = "ended"
+        for listener in self._on_call_ended:
+            listener(call)
+
+    def _bridge_entered(self, event: ev.BridgeEntered) -> None:
+        self._touch_channel(event.channel).bridge_id = event.bridge_id
+
+    def _bridge_left(self, event: ev.BridgeLeft) -> None:
+        channel = self.channels.get(event.channel.uniqueid)
+        if channel is not None and channel.bridge_id == event.bridge_id:
+            channel.bridge_id = ""
+
+    def _variable_set(self, event: ev.VariableSet) -> None:
+        channel = self._touch_channel(event.channel)
+        channel.variables[event.variable] = event.value
+        call = self.calls.get(channel.linkedid)
+        if call is not None and call.caller_uniqueid == channel.uniqueid:
+            call.variables[event.variable] = event.value
+
+    def _agi_started(self, event: ev.AsyncAGIStarted) -> None:
+        channel = self._touch_channel(event.channel)
+        channel.in_async_agi = True
+        call = self.calls.get(channel.linkedid)
+        if call is not None and call.caller_uniqueid == channel.uniqueid:
+            call.phase = "ivr"
+            call.went_through_ivr = True
+
+    def _agi_ended(self, event: ev.AsyncAGIEnded) -> None:
+        channel = self._touch_channel(event.channel)
+        channel.in_async_agi = False
+        call = self.calls.get(channel.linkedid)
+        if call is not None and call.phase == "ivr":
+            call.phase = "new"
+
+    def _caller_joined(self, event: ev.CallerJoinedQueue) -> None:
+        ref = event.caller
+        self._touch_channel(ref)
+        queue = self._queue(event.queue)
+        queue.entries = [e for e in queue.entries if e.uniqueid != ref.uniqueid]
+        index = max(0, min(event.position - 1, len(queue.entries)))
+        queue.entries.insert(
+            index,
+            QueueEntry(ref.uniqueid, ref.name, event.position, event.timestamp,
+                       self._safe_label(ref.caller_name)),
+        )
+        queue.renumber()
+        call = self.calls.get(ref.linkedid)
+        if call is not None and call.caller_uniqueid == ref.uniqueid:
+            call.phase = "queued"
+            call.queue = event.queue
+            call.queued_at = event.timestamp
+
+    def _caller_left(self, event: ev.CallerLeftQueue) -> None:
+        queue = self._queue(event.queue)
+        queue.entries = [e for e in queue.entries if e.uniqueid != event.caller.uniqueid]
+        queue.renumber()
+
+    def _caller_abandoned(self, event: ev.CallerAbandoned) -> None:
+        call = self.calls.get(event.caller.linkedid)
+        if call is not None and call.caller_uniqueid == event.caller.uniqueid:
+            call.abandoned_in = "queue"
+            call.hold_time = event.hold_time
+
+    def _call_for_agent_event(self, event: ev.AgentEvent) -> LiveCall | None:
+        call = self.calls.get(event.caller.linkedid)
+        if call is None or call.caller_uniqueid != event.caller.uniqueid:
+            return None
+        return call
+
+    def _agent_called(self, event: ev.AgentCalled) -> None:
+        self._touch_channel(event.agent_channel)
+        call = self._call_for_agent_event(event)
+        if call is not None:
+            call.phase = "ringing"
+            call.rung.append(event.interface)
+
+    def _agent_no_answer(self, event: ev.AgentRingNoAnswer) -> None:
+        call = self._call_for_agent_event(event)
+        if call is not None and call.phase == "ringing":
+            call.phase = "queued"
+
+    def _agent_connected(self, event: ev.AgentConnected) -> None:
+        call = self._call_for_agent_event(event)
+        if call is not None:
+            call.phase = "connected"
+            call.agent_interface = event.interface
+            call.agent_channel = event.agent_channel.name
+            call.answered_at = event.timestamp
+            call.hold_time = event.hold_time
+
+    def _agent_completed(self, event: ev.AgentCompleted) -> None:
+        call = self._call_for_agent_event(event)
+        if call is not None:
+            call.talk_time = event.talk_time
+
+    def _member_changed(self, event: ev.MemberChanged) -> None:
+        member = event.member
+        queue = self._queue(member.queue)
+        if event.change == "removed":
+            queue.members.pop(member.interface, None)
+        else:
+            queue.members[member.interface] = member
+
+    _handlers: dict[type, Callable[[PbxModel, ev.PbxEvent], None]] = {
+        ev.ChannelCreated: _channel_created,
+        ev.ChannelStateChanged: _state_changed,
+        ev.CallerLabelChanged: _label_changed,
+        ev.ChannelHungUp: _hung_up,
+        ev.BridgeEntered: _bridge_entered,
+        ev.BridgeLeft: _bridge_left,
+        ev.VariableSet: _variable_set,
+        ev.AsyncAGIStarted: _agi_started,
+        ev.AsyncAGIEnded: _agi_ended,
+        ev.CallerJoinedQueue: _caller_joined,
+        ev.CallerLeftQueue: _caller_left,
+        ev.CallerAbandoned: _caller_abandoned,
+        ev.AgentCalled: _agent_called,
+        ev.AgentRingNoAnswer: _agent_no_answer,
+        ev.AgentConnected: _agent_connected,
+        ev.AgentCompleted: _agent_completed,
+        ev.MemberChanged: _member_changed,
+    }  # type: ignore[dict-item]
+
+    # -- reconciliation ---------------------------------------------------------
+
+    def reset_from_snapshot(
+        self,
+        queue_status: Iterable[Frame],
+        core_show_channels: Iterable[Frame],
+    ) -> list[LiveCall]:
+        """Replace the model with the PBX's truth after a (re)connect.
+
+        Returns the calls that were live before and are gone now: they ended
+        while the link was down and still need their ending recorded.
+        """
+        channels: dict[str, Channel] = {}
+        for frame in core_show_channels:
+            if frame.name != "CoreShowChannel":
+                continue
+            ref = ev.ChannelRef.from_frame(frame)
+            old = self.channels.get(ref.uniqueid)
+            channels[ref.uniqueid] = Channel(
+                ref.name, ref.uniqueid, ref.linkedid, ref.state, ref.context, ref.exten,
+                self._safe_label(ref.caller_name),
+                bridge_id=frame.get("BridgeId") or "",
+                in_async_agi=(frame.get("Application") or "") == "AGI",
+                variables=dict(old.variables) if old is not None else {},
+            )
+        queues: dict[str, Queue] = {}
+        for frame in queue_status:
+            name = frame.get("Queue") or ""
+            if frame.name == "QueueParams":
+                queue = queues.setdefault(name, Queue(name))
+                queue.strategy = frame.get("Strategy") or ""
+                queue.weight = int(frame.get("Weight") or 0)
+            elif frame.name == "QueueMember":
+                member = ev.MemberState.from_frame(frame)
+                queue = queues.setdefault(name, Queue(name))
+                old_member = self.queues.get(name, Queue(name)).members.get(member.interface)
+                if old_member is not None:
+                    # QueueStatus omits Ringinuse; keep what the events said.
+                    member = replace(member, ringinuse=old_member.ringinuse)
+                queue.members[member.interface] = member
+            elif frame.name == "QueueEntry":
+                queue = queues.setdefault(name, Queue(name))
+                wait = int(frame.get("Wait") or 0)
+                joined = None if self.last_pbx_time is None else self.last_pbx_time - wait
+                queue.entries.append(
+                    QueueEntry(
+                        frame.get("Uniqueid") or "", frame.get("Channel") or "",
+                        int(frame.get("Position") or 0), joined,
+                        self._safe_label(frame.get("CallerIDName")),
+                        int(frame.get("Priority") or 0),
+                    )
+                )
+        for queue in queues.values():
+            queue.entries.sort(key=lambda e: e.position)
+        ended = [
+            call for linkedid, call in self.calls.items()
+            if call.caller_uniqueid not in channels
+        ]
+        for call in ended:
+            del self.calls[call.linkedid]
+            call.phase = "ended"
+        # Rebuild live calls for channels we did not know (e.g. after a restart).
+        for channel in channels.values():
+            if channel.uniqueid == channel.linkedid and channel.linkedid not in self.calls:
+                self.calls[channel.linkedid] = LiveCall(
+                    channel.linkedid, channel.uniqueid, channel.name, None,
+                    phase="ivr" if channel.in_async_agi else "new", label=channel.label,
+                )
+        for queue in queues.values():
+            for entry in queue.entries:
+                call = next(
+                    (c for c in self.calls.values() if c.caller_uniqueid == entry.uniqueid), None
+                )
+                if call is not None and call.phase in ("new", "ivr"):
+                    call.phase, call.queue = "queued", queue.name
+        self.channels = channels
+        self.queues = queues
+        return ended
+
+    # -- views ------------------------------------------------------------------
+
+    def member(self, queue: str, interface: str) -> ev.MemberState | None:
+        q = self.queues.get(queue)
+        return None if q is None else q.members.get(interface)
+
+    def members_of(self, interface: str) -> list[ev.MemberState]:
+        return [q.members[interface] for q in self.queues.values() if interface in q.members]
+
+    def waiting(self, queue: str) -> list[QueueEntry]:
+        q = self.queues.get(queue)
+        return [] if q is None else list(q.entries)
