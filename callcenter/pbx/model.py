@@ -18,8 +18,9 @@ from callcenter.ami import Frame
 
 from . import events as ev
 
-#: Names the backend itself puts in CALLERID(name): a vault token or a fixed label.
-DEFAULT_SAFE_LABEL = re.compile(r"^(T-[0-9A-Z]{4,16}|1090-[A-Z]+)$")
+#: Names the backend itself puts in CALLERID(name): a vault token (T- caller, W- withheld
+#: number) or a fixed label.
+DEFAULT_SAFE_LABEL = re.compile(r"^([TW]-[0-9A-Z]{4,16}|1090-[A-Z]+)$")
 
 
 def default_safe_label(label: str | None) -> str | None:
