@@ -68,4 +68,6 @@ class AGIChannelGone(AGIError):
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-        super().__init__(f"channel {channel} is no longer in AsyncAGI")
+        # The channel name stays out of the message: a Local/<number>@ctx name
+        # would put a number into whatever logs the exception.
+        super().__init__("the channel is no longer in AsyncAGI")
