@@ -1,0 +1,30 @@
+# Developer and CI entry points. Every target builds .venv itself when it is missing and
+# reinstalls when pyproject.toml changed since the last install.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test bench lint venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# Each benchmark is a standalone script; they run one after another, stopping at the first
+# that fails.
+bench: $(STAMP)
+	@set -e; found=0; for script in $$(ls benchmarks/bench_*.py 2>/dev/null | sort); do \
+		found=1; echo "== $$script"; $(VENV)/bin/python "$$script"; \
+	done; \
+	if [ $$found -eq 0 ]; then echo "no benchmarks/bench_*.py yet"; fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
