@@ -60,6 +60,10 @@ _SENSITIVE_SUFFIXES = ("num", "number", "numbers")
 
 _MIN_DIGITS = 7
 _DIGIT_RUN = re.compile(rf"\d{{{_MIN_DIGITS},}}")
+# Digits in groups (+91 60000 00000, 98-765-43210, (0522) 2612345): at least 7 digits
+# with at most two separator characters between neighbours. phonenumbers misses some
+# spellings (a stray "+" before "+91"), so this catches what looks like one anyway.
+_GROUPED_DIGITS = re.compile(rf"\d(?:[ \-./()]{{0,2}}\d){{{_MIN_DIGITS - 1},}}")
 _EXEMPT = re.compile(
     r"(?<![\d.])1\d{9}\.\d{1,6}(?!\d)"  # AMI Uniqueid / Linkedid / Timestamp
     r"|(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])"  # IPv4
@@ -99,6 +103,7 @@ def redact_text(text: str) -> str:
         if sum(ch.isdigit() for ch in match.raw_string) >= _MIN_DIGITS:
             spans.append((match.start, match.end))
     spans.extend(m.span() for m in _DIGIT_RUN.finditer(scan))
+    spans.extend(m.span() for m in _GROUPED_DIGITS.finditer(scan))
     if not spans:
         return text
     pieces: list[str] = []
