@@ -36,6 +36,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 MODEL_MODULES: tuple[str, ...] = (
     "callcenter.store",
     "callcenter.agents.models",
+    "callcenter.cases.models",
+    "callcenter.pbx.models",
 )
 
 # Deterministic constraint names, so a later revision can drop or alter a constraint by name
@@ -52,8 +54,10 @@ NAMING_CONVENTION: dict[str, str] = {
 # the scheduler and the AMI handlers share one file.
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
 
 class ServiceInstance(Base):
     """One running ``callcenter`` process, as it announced itself.
@@ -75,14 +79,17 @@ class ServiceInstance(Base):
     # The PBX node this instance owns the AMI stream of (under the Redis lease), if any.
     owns_pbx: Mapped[str | None] = mapped_column(String(64), default=None)
 
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
 
 def _sqlite_file(url: str) -> Path | None:
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
+
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -96,6 +103,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     finally:
         cursor.close()
 
+
 def create_engine(url: str = DEFAULT_DATABASE_URL, *, echo: bool = False) -> AsyncEngine:
     """An async engine for ``url`` (``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``)."""
     if is_sqlite(url):
@@ -108,6 +116,7 @@ def create_engine(url: str = DEFAULT_DATABASE_URL, *, echo: bool = False) -> Asy
     # pre_ping: a PostgreSQL failover or idle-connection reaper must not surface as an
     # error on the next agent action.
     return create_async_engine(url, echo=echo, pool_pre_ping=True)
+
 
 class Store:
     """The engine and its session factory; built once by the composition root."""
@@ -170,6 +179,7 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+
 def alembic_config(url: str | None = None) -> Any:
     """Alembic's Config for this project, without needing alembic.ini on disk."""
     from alembic.config import Config
@@ -180,11 +190,13 @@ def alembic_config(url: str | None = None) -> Any:
         config.set_main_option("sqlalchemy.url", url)
     return config
 
+
 def head_revision() -> str | None:
     """The newest revision in ``migrations/versions``."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
 
 def load_models() -> MetaData:
     """Import every model module so ``Base.metadata`` describes the whole schema."""

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from callcenter.store import Store
 from tests.support.services import (
     REQUIRE_ENV,
     ServiceUnavailable,
@@ -128,3 +130,21 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def migrated_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A Store migrated to head, once on a SQLite file and once on real PostgreSQL."""
+    database_url: str | None = None
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'callcenter.sqlite3'}"
+    else:
+        url = database_url = await create_database(request.getfixturevalue("postgres_url"))
+    store = Store.from_url(url)
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+        if database_url is not None:
+            await drop_database(database_url)
