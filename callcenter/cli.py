@@ -13,7 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 # Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("callcenter.ivr.cli", "callcenter.agents.cli")
+COMMAND_MODULES: tuple[str, ...] = (
+    "callcenter.ivr.cli",
+    "callcenter.agents.cli",
+    "callcenter.sim.cli",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 
