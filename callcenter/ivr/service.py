@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from callcenter.ami import AGIChannelGone, AMIError, Frame
+from callcenter.ami import AGIChannelGone, AMIConnectionError, AMIError, Frame
 from callcenter.ami.agi import AGIResult, parse_agi_env
 from callcenter.cases.identities import IdentityStore
 from callcenter.cases.vault import Vault, VaultEntry
@@ -194,6 +194,10 @@ class IvrService:
                 self._heartbeat.family, self._heartbeat.key, str(int(float(stamp)))
             )
             self.stats.heartbeats += 1
+        except AMIConnectionError:
+            # The link is down: no beat is exactly what the dialplan must see.
+            self.stats.heartbeat_failures += 1
+            log.debug("heartbeat for %s skipped: AMI link down", self.node)
         except Exception as exc:  # noqa: BLE001 - a missed beat must never stop the loop
             self.stats.heartbeat_failures += 1
             log.warning("heartbeat for %s failed: %s", self.node, type(exc).__name__)

@@ -173,7 +173,7 @@ class PbxModel:
 
     def _hung_up(self, event: ev.ChannelHungUp) -> None:
         ref = event.channel
-        channel = self.channels.pop(ref.uniqueid, None)
+        self.channels.pop(ref.uniqueid, None)
         for queue in self.queues.values():
             before = len(queue.entries)
             queue.entries = [e for e in queue.entries if e.uniqueid != ref.uniqueid]
@@ -184,7 +184,11 @@ class PbxModel:
             return
         del self.calls[ref.linkedid]
         call.ended_at = event.timestamp
-        if call.phase == "ivr" or (channel is not None and channel.in_async_agi):
+        # She hung up before the IVR routed her. Asterisk sends AsyncAGIEnd
+        # before Hangup, so "still in AsyncAGI" cannot be the test; the routing
+        # variable the IVR writes (WPL_QUEUE) and a queue join can.
+        routed = "WPL_QUEUE" in call.variables or call.queue is not None
+        if call.went_through_ivr and not routed:
             call.abandoned_in = call.abandoned_in or "ivr"
         call.phase = "ended"
         for listener in self._on_call_ended:
