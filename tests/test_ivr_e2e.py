@@ -185,3 +185,31 @@ async def test_after_a_restart_no_caller_is_left_in_asyncagi(migrated_store: Sto
         assert all(c.outcome.joined == ["wpl-emergency"] for c in callers)
         for caller in callers:
             caller.hang_up()
+
+
+async def test_the_shipped_manager_filters_apply_and_keep_what_the_backend_needs(
+    migrated_store: Store,
+) -> None:
+    async with helpline(migrated_store, [SimAgent("agent1", "Agent One")]) as line:
+        backend = await line.start_backend()
+        received: list[tuple[str, str]] = []
+
+        async def collect(frame) -> None:  # type: ignore[no-untyped-def]
+            received.append((frame.name, frame.get("Variable") or ""))
+
+        backend.client.on_event("*", collect)
+        await line.wait_heartbeat()
+        await line.add_member("wpl-general-hi", "agent1")
+        caller = line.call(["", "1", "2", "1"], talk_time=3)
+        await until(lambda: caller.done.is_set(), within=30)
+        await until(lambda: ("Hangup", "") in received, within=10)
+        names = {name for name, _ in received}
+        # The PBX emitted these, the filters kept them from the backend's user...
+        emitted = {name for name, _ in line.events}
+        assert "Newexten" in emitted and "Newexten" not in names
+        assert all(var.startswith("WPL_") for name, var in received if name == "VarSet")
+        assert any(name == "VarSet" for name, _ in received)  # WPL_* still arrive
+        # ...and let through every event the backend needs.
+        for needed in ("AsyncAGIStart", "AsyncAGIExec", "AsyncAGIEnd", "QueueCallerJoin",
+                       "AgentCalled", "AgentConnect", "AgentComplete", "Hangup"):
+            assert needed in names, needed

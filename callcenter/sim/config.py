@@ -7,6 +7,7 @@ Plain dataclasses, so tests and scenarios build a PBX in a few lines, plus
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -15,6 +16,10 @@ class ManagerUser:
     secret: str
     #: manager.conf ``eventfilter`` lines (legacy regex syntax, ``!`` excludes).
     eventfilters: list[str] = field(default_factory=list)
+    #: Filters in Asterisk 22's ``eventfilter(action(..),name(..),header(..))`` form,
+    #: as read from a manager.conf user section (anything with
+    #: ``allows(event, pairs) -> bool``, e.g. callcenter.pbx.asterisk_conf.EventFilters).
+    filters: Any = None
 
 
 @dataclass

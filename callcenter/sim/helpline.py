@@ -98,8 +98,12 @@ def helpline_config(
                 PhoneBehaviour(answer_after=agent.answer_after, hangup_after=agent.hangup_after),
             )
         )
+    manager = asterisk_conf.load(DIALPLANS / "manager.conf.sample")
+    # The AMI user the product ships, with its event filters: the backend must
+    # work with exactly what a real Asterisk configured this way would send.
+    filters = asterisk_conf.event_filters(manager.section("callcenter"), "manager.conf.sample")
     return SimConfig(
-        users=[ManagerUser(username, secret)],
+        users=[ManagerUser(username, secret, filters=filters)],
         endpoints=endpoints,
         queues=shipped_queues(),
         dialplan=(DIALPLANS / "extensions_1090.conf").read_text(),

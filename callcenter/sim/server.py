@@ -48,6 +48,8 @@ class AMISession:
         self.username = ""
         self.events_on = True
         self.filter = EventFilter()
+        #: Asterisk 22 style filters of the logged-in user (see ManagerUser.filters).
+        self.user_filters: Any = None
         self.challenge: str | None = None
         self.closing = False
         # Events raised by the action being handled: Asterisk sends the
@@ -84,6 +86,11 @@ class AMISession:
             return
         if not self.filter.empty and not self.filter.passes(data.decode("utf-8", "replace")):
             return
+        if self.user_filters is not None:
+            lines = data.decode("utf-8", "replace").split("\r\n")[1:]
+            pairs = [tuple(line.split(": ", 1)) for line in lines if ": " in line]
+            if not self.user_filters.allows(name, pairs):
+                return
         if self._held is not None:
             self._held.append(data)
         else:
@@ -220,6 +227,7 @@ async def _login(s: AMISession, f: Frame) -> None:
     s.authenticated = True
     s.username = user.username
     s.filter = EventFilter.from_lines(user.eventfilters)
+    s.user_filters = user.filters
     mask = event_mask(f.get("Events") or "on")
     s.events_on = mask is not False
     s.success(f, "Authentication accepted")
