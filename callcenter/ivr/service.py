@@ -109,6 +109,7 @@ class IvrService:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._arrivals: dict[str, float] = {}
+        self._subscribed = False
         #: Channels found in AsyncAGI after a reconnect: (Linkedid, Uniqueid).
         self._orphans: dict[str, tuple[str, str]] = {}
         self.stats = IvrStats()
@@ -116,8 +117,11 @@ class IvrService:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self._ami.on_event("AsyncAGIStart", self._received)
-        self._ami.on_connected(self._resync)
+        """Start serving; may be called again after :meth:`stop` (ownership regained)."""
+        if not self._subscribed:
+            self._ami.on_event("AsyncAGIStart", self._received)
+            self._ami.on_connected(self._resync)
+            self._subscribed = True
         self._tasks = [
             asyncio.create_task(self._serve(), name=f"ivr-{self.node}"),
             asyncio.create_task(self._ticker(), name=f"ivr-heartbeat-{self.node}"),

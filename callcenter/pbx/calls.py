@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from callcenter.store import Store
@@ -103,6 +103,28 @@ class CallRecorder:
             flags=flags,
             outcome=classify(call),
         )
+
+    async def close_unobserved(
+        self, node: str, live_linkedids: set[str], started_before: datetime
+    ) -> int:
+        """Close records of calls that ended while nobody followed the PBX.
+
+        Only records that started before ``started_before`` (the PBX time of the
+        snapshot) are touched, so a call that began after the snapshot is not
+        mistaken for a lost one. Returns how many were closed.
+        """
+        async with self._store.transaction() as session:
+            result = await session.execute(
+                update(CallRecord)
+                .where(
+                    CallRecord.node == node,
+                    CallRecord.outcome.is_(None),
+                    CallRecord.started_at < started_before,
+                    CallRecord.linkedid.not_in(live_linkedids or {""}),
+                )
+                .values(outcome="unobserved")
+            )
+            return int(result.rowcount or 0)
 
     async def get(self, node: str, linkedid: str) -> CallRecord | None:
         async with self._store.session() as session:

@@ -388,9 +388,31 @@ class PbxModel:
                 )
                 if call is not None and call.phase in ("new", "ivr"):
                     call.phase, call.queue = "queued", queue.name
+        self._infer_agents(channels, queues)
         self.channels = channels
         self.queues = queues
         return ended
+
+    def _infer_agents(self, channels: dict[str, Channel], queues: dict[str, Queue]) -> None:
+        """After a snapshot, who is talking to whom: a caller bridged with a queue
+        member's channel is connected to that member (events that said so were
+        missed while the link was down, e.g. during a takeover)."""
+        interfaces = {i for q in queues.values() for i in q.members}
+        by_bridge: dict[str, list[Channel]] = {}
+        for channel in channels.values():
+            if channel.bridge_id:
+                by_bridge.setdefault(channel.bridge_id, []).append(channel)
+        for call in self.calls.values():
+            caller = channels.get(call.caller_uniqueid)
+            if caller is None or not caller.bridge_id or call.agent_interface:
+                continue
+            for other in by_bridge.get(caller.bridge_id, []):
+                interface = other.name.rsplit("-", 1)[0]
+                if other is not caller and interface in interfaces:
+                    call.agent_interface = interface
+                    call.agent_channel = other.name
+                    call.phase = "connected"
+                    break
 
     # -- views ------------------------------------------------------------------
 

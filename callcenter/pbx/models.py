@@ -17,6 +17,7 @@ OUTCOMES = (
     "overflow",          # nobody in her queue took her; the overflow route did
     "fallback",          # the backend was down or cut off: the dialplan's fallback queue
     "ended",             # none of the above (e.g. she hung up before the IVR)
+    "unobserved",        # it ended while no backend instance followed the PBX (a takeover)
 )
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from callcenter.ami import AMIError, Frame
 
-from .calls import CallRecorder
+from .calls import CallRecorder, pbx_time
 from .events import PbxEvent, typed_event
 from .model import LiveCall, PbxModel
 from .operations import ActionSender, PbxOperations
@@ -100,6 +100,9 @@ class PbxNode:
     async def resync(self) -> None:
         """Rebuild the model from the PBX's own snapshot (after every login)."""
         try:
+            # The PBX's clock at the snapshot (Ping's Timestamp): records that
+            # started before it and are not live any more ended unobserved.
+            pong = await self.ami.send_action("Ping")
             queue_status = await self.ops.queue_status()
             channels = await self.ops.channels()
         except AMIError as exc:
@@ -108,6 +111,21 @@ class PbxNode:
         ended = self.model.reset_from_snapshot(queue_status, channels)
         for call in ended:
             self._call_ended(call)
+        stamp = pong.get("Timestamp")
+        if self._recorder is not None and stamp:
+            live = {
+                frame.get("Linkedid") or "" for frame in channels
+                if frame.name == "CoreShowChannel"
+            }
+            try:
+                closed = await self._recorder.close_unobserved(
+                    self.name, live, pbx_time(float(stamp) - 1.0)  # type: ignore[arg-type]
+                )
+            except Exception as exc:  # noqa: BLE001 - the next resync tries again
+                log.error("could not close unobserved calls: %s", type(exc).__name__)
+            else:
+                if closed:
+                    log.warning("%d call(s) on %s ended while unobserved", closed, self.name)
         self.resyncs += 1
         self.synced.set()
         for listener in self._resync_listeners:

@@ -1,0 +1,171 @@
+"""The one composition root: builds every component and passes dependencies in.
+
+Nothing else in the code base constructs collaborators for another package;
+tests build the pieces they need the same way. Per PBX node this instance
+runs an AMI client, the live model (PbxNode), queue statistics, the agents
+service and, while it owns the PBX, the IVR and its heartbeat. Ownership is a
+Redis lease when Redis is configured (several instances), and simply "yes"
+for the embedded single-instance setup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from callcenter.ami import AMIClient
+from callcenter.bus import Bus, InProcessBus, RedisBus
+from callcenter.cases.identities import IdentityStore
+from callcenter.cases.vault import Keyring, Vault, load_keyring
+from callcenter.config import Settings
+from callcenter.ivr.menu import load_menu
+from callcenter.ivr.service import HeartbeatSettings, IvrService
+from callcenter.pbx.calls import CallRecorder
+from callcenter.pbx.lease import LeaseKeeper, PbxLease
+from callcenter.pbx.node import PbxNode
+from callcenter.queues.service import QueueStatsService
+from callcenter.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeRuntime:
+    """Everything this instance runs for one PBX node."""
+
+    name: str
+    client: AMIClient
+    node: PbxNode
+    stats: QueueStatsService
+    ivr: IvrService
+    keeper: LeaseKeeper | None = None
+    #: Set while this instance owns the PBX (always, without Redis).
+    owning: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def link_up(self) -> bool:
+        return self.owning and self.client.connected
+
+
+class CallCenter:
+    """The running service: store, bus, vault and one runtime per PBX node."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        vault: Vault | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.instance_id = (
+            instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.store = Store.from_url(settings.database.url)
+        if vault is None:
+            key_file = settings.vault.key_file
+            vault = Vault(Keyring.from_file(key_file) if key_file else load_keyring())
+        self.vault = vault
+        self.menu = load_menu(settings.ivr.menu_file)
+        self.identities = IdentityStore(self.store)
+        self.recorder = CallRecorder(self.store)
+        self.bus: Bus = (
+            RedisBus(settings.redis.url, settings.redis.prefix, instance_id=self.instance_id)
+            if settings.redis.url else InProcessBus()
+        )
+        self._redis: Any = None
+        self.nodes: dict[str, NodeRuntime] = {}
+        self._started_hooks: list[Callable[[NodeRuntime], None]] = []
+
+    def on_node(self, hook: Callable[[NodeRuntime], None]) -> None:
+        """Called with each node runtime as it is built (wiring of agents, web push)."""
+        self._started_hooks.append(hook)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.migrate()
+        await self.bus.start()
+        if self.settings.redis.url:
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(self.settings.redis.url)
+        for node_settings in self.settings.pbx:
+            lease = None
+            if self._redis is not None:
+                lease = PbxLease(
+                    self._redis, node_settings.name, self.instance_id,
+                    prefix=self.settings.redis.prefix,
+                )
+            runtime = self._build_node(node_settings, lease)
+            self.nodes[runtime.name] = runtime
+            for hook in self._started_hooks:
+                hook(runtime)
+            if lease is None:
+                await self._become_owner(runtime)
+            else:
+                runtime.keeper = LeaseKeeper(
+                    lease,
+                    on_acquired=lambda _fence, r=runtime: self._become_owner(r),
+                    on_lost=lambda r=runtime: self._stop_owning(r),
+                )
+                runtime.keeper.start()
+
+    async def stop(self) -> None:
+        for runtime in self.nodes.values():
+            if runtime.keeper is not None:
+                await runtime.keeper.stop()
+            elif runtime.owning:
+                await self._stop_owning(runtime, say_goodbye=True)
+            await runtime.node.drain()
+        await self.bus.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        await self.store.close()
+
+    def _build_node(self, node_settings: Any, lease: PbxLease | None) -> NodeRuntime:
+        secret = self.settings.secrets.ami_secret(node_settings.name)
+        client = AMIClient(
+            node_settings.host, node_settings.port, node_settings.username,
+            secret.get_secret_value(), node_settings.auth,
+        )
+        # With a lease, every write to the PBX first proves this instance owns it.
+        node = PbxNode(
+            node_settings.name, client, recorder=self.recorder,
+            guard=lease.check if lease is not None else None,
+        )
+        stats = QueueStatsService(node.model)
+        node.on_event(stats.apply)
+        node.on_resync(stats.rebuild)
+        ivr = IvrService(
+            node=node_settings.name, ami=client, ops=node.ops, menu=self.menu,
+            vault=self.vault, identities=self.identities, recorder=self.recorder,
+            heartbeat=HeartbeatSettings(
+                family=self.settings.ivr.heartbeat_family,
+                key=self.settings.ivr.heartbeat_key,
+                interval_s=self.settings.ivr.heartbeat_interval,
+            ),
+        )
+        return NodeRuntime(node_settings.name, client, node, stats, ivr)
+
+    async def _become_owner(self, runtime: NodeRuntime) -> None:
+        log.info("serving PBX %s", runtime.name)
+        runtime.owning = True
+        await runtime.ivr.start()
+        await runtime.client.connect()
+
+    async def _stop_owning(self, runtime: NodeRuntime, *, say_goodbye: bool = False) -> None:
+        # Losing the lease: another instance writes the heartbeat now, so ours
+        # must not be deleted; an orderly shutdown of the only owner says goodbye.
+        runtime.owning = False
+        with contextlib.suppress(Exception):
+            await runtime.ivr.stop(say_goodbye=say_goodbye)
+        with contextlib.suppress(Exception):
+            await runtime.client.close()
