@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "callcenter.ivr.cli",
     "callcenter.agents.cli",
     "callcenter.sim.cli",
+    "callcenter.cases.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
