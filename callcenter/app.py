@@ -19,9 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from callcenter.agents.accounts import AccountService
+from callcenter.agents.service import AgentService, CallHistory, RecordedCallHistory
+from callcenter.agents.views import CallCard, EarlierContact
 from callcenter.ami import AMIClient
 from callcenter.bus import Bus, InProcessBus, RedisBus
+from callcenter.cases.audit import AuditLog, anchor_key_from_env
 from callcenter.cases.identities import IdentityStore
+from callcenter.cases.service import CaseService, WrapUpForm
 from callcenter.cases.vault import Keyring, Vault, load_keyring
 from callcenter.config import Settings
 from callcenter.ivr.menu import load_menu
@@ -44,6 +49,7 @@ class NodeRuntime:
     node: PbxNode
     stats: QueueStatsService
     ivr: IvrService
+    agents: AgentService | None = None
     keeper: LeaseKeeper | None = None
     #: Set while this instance owns the PBX (always, without Redis).
     owning: bool = False
@@ -76,6 +82,10 @@ class CallCenter:
         self.menu = load_menu(settings.ivr.menu_file)
         self.identities = IdentityStore(self.store)
         self.recorder = CallRecorder(self.store)
+        self.accounts = AccountService(self.store)
+        self.audit = AuditLog(self.store, anchor_key=anchor_key_from_env())
+        self.cases = CaseService(self.store, self.vault, self.audit)
+        self.history = CallerHistory(self.store, self.cases)
         self.bus: Bus = (
             RedisBus(settings.redis.url, settings.redis.prefix, instance_id=self.instance_id)
             if settings.redis.url else InProcessBus()
@@ -106,6 +116,8 @@ class CallCenter:
                 )
             runtime = self._build_node(node_settings, lease)
             self.nodes[runtime.name] = runtime
+            assert runtime.agents is not None
+            await runtime.agents.start()
             for hook in self._started_hooks:
                 hook(runtime)
             if lease is None:
@@ -124,6 +136,8 @@ class CallCenter:
                 await runtime.keeper.stop()
             elif runtime.owning:
                 await self._stop_owning(runtime, say_goodbye=True)
+            if runtime.agents is not None:
+                await runtime.agents.close()
             await runtime.node.drain()
         await self.bus.close()
         if self._redis is not None:
@@ -153,7 +167,8 @@ class CallCenter:
                 interval_s=self.settings.ivr.heartbeat_interval,
             ),
         )
-        return NodeRuntime(node_settings.name, client, node, stats, ivr)
+        agents = AgentService(node, self.accounts, history=self.history)
+        return NodeRuntime(node_settings.name, client, node, stats, ivr, agents=agents)
 
     async def _become_owner(self, runtime: NodeRuntime) -> None:
         log.info("serving PBX %s", runtime.name)
@@ -169,3 +184,103 @@ class CallCenter:
             await runtime.ivr.stop(say_goodbye=say_goodbye)
         with contextlib.suppress(Exception):
             await runtime.client.close()
+
+
+#: The console's wrap-up categories -> (case category, sub-category).
+WRAPUP_CATEGORIES: dict[str, tuple[str, str | None]] = {
+    "harassment_phone": ("phone-harassment", None),
+    "harassment_online": ("cyber-harassment", None),
+    "stalking": ("stalking", None),
+    "domestic_violence": ("domestic-violence", None),
+    "dowry": ("domestic-violence", "dowry"),
+    "sexual_violence": ("other", "sexual-violence"),
+    "immediate_danger": ("immediate-danger", None),
+    "distress": ("emotional-distress", None),
+    "information": ("other", "information"),
+    "silent": ("other", "silent-call"),
+    "prank": ("prank-abusive", None),
+    "other": ("other", None),
+}
+
+
+class CallerHistory:
+    """What the "connected" screen-pop shows: her earlier calls and her cases."""
+
+    def __init__(self, store: Store, cases: CaseService) -> None:
+        self._calls = RecordedCallHistory(store)
+        self._store = store
+        self._cases = cases
+
+    async def __call__(self, card: CallCard) -> CallHistory:
+        history = await self._calls(card)
+        record = await CallRecorder(self._store).get(card.node, card.linkedid)
+        if record is None or record.caller_identity_id is None:
+            return history
+        cases = await self._cases.earlier_cases(record.caller_identity_id, limit=5)
+        earlier = history.earlier + tuple(
+            EarlierContact("", case.created_at.timestamp(), case.status.value,
+                           case.category.value, case.reference)
+            for case in cases
+        )
+        return CallHistory(history.ivr_path, earlier)
+
+
+class WrapUpToCase:
+    """The console's wrap-up form opens (or updates) the case of her call."""
+
+    def __init__(self, center: CallCenter) -> None:
+        self._center = center
+
+    async def __call__(self, username: str, form: Any) -> None:
+        center = self._center
+        record = None
+        if form.node and form.linkedid:
+            record = await center.recorder.get(form.node, form.linkedid)
+        if record is None:
+            for runtime in center.nodes.values():
+                view = runtime.agents.view(username) if runtime.agents else None
+                if view is not None and view.call is not None:
+                    record = await center.recorder.get(view.call.node, view.call.linkedid)
+                    break
+        if record is None:
+            log.warning("wrap-up from %s without a call to attach it to", username)
+            return
+        category, sub_category = WRAPUP_CATEGORIES.get(form.category, ("other", None))
+        await center.cases.create_from_wrapup(
+            record,
+            WrapUpForm(category=category, sub_category=sub_category, note=form.notes or None),
+            username,
+        )
+
+
+async def serve_web(
+    center: CallCenter, *, host: str, port: int, cookie_secure: bool = True
+) -> Any:
+    """Start the console/wallboard/API server for ``center``; returns the aiohttp runner."""
+    from aiohttp import web
+
+    from callcenter.web.app import make_app
+    from callcenter.web.deps import StoreCallLookup, WebDeps, WebOptions
+
+    first = next(iter(center.nodes.values()))
+    assert first.agents is not None
+    deps = WebDeps(
+        accounts=center.accounts,
+        agents=first.agents,
+        calls=StoreCallLookup(center.store),
+        bus=center.bus,
+        stats=lambda: {name: r.stats.snapshot() for name, r in center.nodes.items()},
+        pbx_links=lambda: {
+            name: ("up" if r.link_up else "standby" if not r.owning else "down")
+            for name, r in center.nodes.items()
+        },
+        wrapup_sink=WrapUpToCase(center),
+        store=center.store,
+        redis=center._redis,
+        options=WebOptions(cookie_secure=cookie_secure,
+                           redis_prefix=center.settings.redis.prefix),
+    )
+    runner = web.AppRunner(make_app(deps))
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
