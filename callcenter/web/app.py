@@ -8,6 +8,7 @@ loop and are torn down in order) and stored under the typed keys of
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -17,6 +18,9 @@ from .deps import WebDeps
 from .keys import ADDRESS_LIMIT, DEPS, FANOUT, HUB, METRICS, OPTIONS, SESSIONS, USER_LIMIT
 from .security import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
+
+#: Modules under callcenter.web that add routes of a domain (each has add_routes(app)).
+EXTRA_ROUTES: tuple[str, ...] = ()
 
 
 def make_app(deps: WebDeps) -> web.Application:
@@ -35,6 +39,9 @@ def make_app(deps: WebDeps) -> web.Application:
     auth.add_routes(app)
     http.add_routes(app)
     ws.add_routes(app)
+    # Domains whose collaborators are present add their own routes.
+    for module in EXTRA_ROUTES:
+        importlib.import_module(module).add_routes(app)
     app.router.add_static("/static", options.static_dir, follow_symlinks=False)
     return app
 

@@ -119,6 +119,14 @@ class WebDeps:
     stats: StatsSource = _no_stats
     pbx_links: PbxLinks = _no_links
     wrapup_sink: WrapUpSink = drop_wrapup
+    #: The cases domain (callcenter.cases): CaseService, ConsentService, CaseSearch,
+    #: AuditLog. None in tests that do not serve case routes.
+    cases: Any = None
+    consent: Any = None
+    search: Any = None
+    audit: Any = None
+    #: Call recordings (callcenter.cases.recordings), when configured.
+    recordings: Any = None
     store: Store | None = None
     #: redis.asyncio.Redis for sessions and rate limits shared by instances; None = memory.
     redis: Any = None
