@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callcenter.agents.accounts import AccountService
+from callcenter.agents.routing import OwnerRoutedDirectory
 from callcenter.agents.service import AgentService, CallHistory, RecordedCallHistory
 from callcenter.agents.views import CallCard, EarlierContact
 from callcenter.ami import AMIClient
@@ -264,9 +265,14 @@ async def serve_web(
 
     first = next(iter(center.nodes.values()))
     assert first.agents is not None
+    # Commands taken by an instance that does not own the PBX go to the owner.
+    directory = OwnerRoutedDirectory(
+        first.agents, node=first.name, owning=lambda: first.owning, bus=center.bus
+    )
+    await directory.start()
     deps = WebDeps(
         accounts=center.accounts,
-        agents=first.agents,
+        agents=directory,
         calls=StoreCallLookup(center.store),
         bus=center.bus,
         stats=lambda: {name: r.stats.snapshot() for name, r in center.nodes.items()},
