@@ -167,6 +167,7 @@ class CallCenter:
                 key=self.settings.ivr.heartbeat_key,
                 interval_s=self.settings.ivr.heartbeat_interval,
             ),
+            is_blocked=self.cases.is_blocked,
         )
         agents = AgentService(node, self.accounts, history=self.history)
         return NodeRuntime(node_settings.name, client, node, stats, ivr, agents=agents)

@@ -123,6 +123,24 @@ class MenuRunner:
             name = action.goto
         return self._outcome(choices, path, defaulted)
 
+    async def run_blocked(self, session: AGISession) -> IvrOutcome | None:
+        """For a caller blocked as abusive: only the first (danger) prompt.
+
+        A block must never cut off a woman in danger: if she chooses the
+        danger option she is routed as anyone would be (flagged ``blocked``);
+        otherwise None, and the service plays the notice and ends the call.
+        """
+        ivr = self.menu
+        choices = _Choices(ivr)
+        path: list[IvrStep] = []
+        menu = ivr.menus[ivr.start]
+        action, _used = await self._ask(session, ivr.start, menu, choices, path, 2)
+        if action is None or action.route is None:
+            return None
+        choices.apply(action)
+        choices.flags.append("blocked")
+        return self._outcome(choices, path, defaulted=False)
+
     async def _ask(
         self,
         session: AGISession,

@@ -69,6 +69,7 @@ class IvrStats:
     sessions_hung_up: int = 0
     sessions_failed: int = 0
     sessions_resumed: int = 0
+    sessions_blocked: int = 0
     heartbeats: int = 0
     heartbeat_failures: int = 0
     #: Seconds from receiving AsyncAGIStart to sending her first AGI command.
@@ -94,6 +95,8 @@ class IvrService:
         identities: IdentityStore,
         recorder: CallRecorder,
         heartbeat: HeartbeatSettings | None = None,
+        is_blocked: Callable[[int], Awaitable[bool]] | None = None,
+        blocked_notice: str = "wpl/bi/blocked-notice",
     ) -> None:
         self.node = node
         self._ami = ami
@@ -104,6 +107,9 @@ class IvrService:
         self._identities = identities
         self._recorder = recorder
         self._heartbeat = heartbeat or HeartbeatSettings()
+        #: Callers blocked as abusive (cases.CaseService.is_blocked), if enforced.
+        self._is_blocked = is_blocked
+        self._blocked_notice = blocked_notice
         self._inbox: asyncio.Queue[Frame | _Tick] = asyncio.Queue()
         self._sessions: dict[str, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -232,8 +238,22 @@ class IvrService:
             if arrived is not None:
                 self.stats.first_command_latency.append(time.monotonic() - arrived)
             await session.set_variable("WPL_TOKEN", entry.token.code)
-            self._spawn(self._record_start(linkedid, uniqueid, entry, start))
-            outcome = await self._runner.run(session)
+            identity_id = None
+            blocked = False
+            if self._is_blocked is not None and not entry.withheld:
+                identity_id = await self._identities.remember(entry)
+                blocked = await self._is_blocked(identity_id)
+            self._spawn(self._record_start(linkedid, uniqueid, entry, start, identity_id))
+            if blocked:
+                self.stats.sessions_blocked += 1
+                blocked_outcome = await self._runner.run_blocked(session)
+                if blocked_outcome is None:
+                    await session.stream_file(self._blocked_notice)
+                    await session.hangup()
+                    return
+                outcome = blocked_outcome
+            else:
+                outcome = await self._runner.run(session)
             await self._hand_back(session, outcome)
             self.stats.sessions_routed += 1
             self._spawn(self._record_outcome(linkedid, outcome))
@@ -267,10 +287,16 @@ class IvrService:
             await self._hand_back(session, outcome)
 
     async def _record_start(
-        self, linkedid: str, uniqueid: str, entry: VaultEntry, start: Frame | None
+        self,
+        linkedid: str,
+        uniqueid: str,
+        entry: VaultEntry,
+        start: Frame | None,
+        identity_id: int | None = None,
     ) -> None:
         try:
-            identity_id = await self._identities.remember(entry)
+            if identity_id is None:
+                identity_id = await self._identities.remember(entry)
             stamp = start.get("Timestamp") if start is not None else None
             await self._recorder.ivr_started(
                 self.node, linkedid, caller_uniqueid=uniqueid, identity_id=identity_id,

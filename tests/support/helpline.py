@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from callcenter.ami import AMIClient
 from callcenter.ami.client import Backoff
@@ -73,7 +74,9 @@ class Helpline:
     callers: list[Caller] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(1090))
 
-    async def start_backend(self, *, heartbeat_interval: float = 0.2) -> Backend:
+    async def start_backend(
+        self, *, heartbeat_interval: float = 0.2, is_blocked: Any = None
+    ) -> Backend:
         user = self.sim.config.users[0]
         client = AMIClient(
             "127.0.0.1", self.sim.port, user.username, user.secret, "md5",
@@ -85,6 +88,7 @@ class Helpline:
             node="pbx1", ami=client, ops=node.ops, menu=self.menu, vault=self.vault,
             identities=IdentityStore(self.store), recorder=recorder,
             heartbeat=HeartbeatSettings(interval_s=heartbeat_interval),
+            is_blocked=is_blocked,
         )
         await ivr.start()
         await client.connect()
