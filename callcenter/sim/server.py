@@ -341,8 +341,12 @@ def _bool(value: str | None) -> bool:
 
 async def _queue_add(s: AMISession, f: Frame) -> None:
     queue, interface = f.get("Queue"), f.get("Interface")
-    if not queue or not interface:
-        s.error(f, "'Queue' and 'Interface' must be specified.")
+    # app_queue.c manager_add_queue_member checks each header on its own.
+    if not queue:
+        s.error(f, "'Queue' not specified.")
+        return
+    if not interface:
+        s.error(f, "'Interface' not specified.")
         return
     penalty = f.get("Penalty") or "0"
     result = s.sim.queues.add_member(
@@ -381,11 +385,9 @@ async def _queue_remove(s: AMISession, f: Frame) -> None:
 
 async def _queue_pause(s: AMISession, f: Frame) -> None:
     interface, paused = f.get("Interface"), f.get("Paused")
-    if not interface:
-        s.error(f, "Need 'Interface' parameter.")
-        return
-    if not paused:
-        s.error(f, "Need 'Paused' parameter.")
+    if not interface or not paused:
+        # app_queue.c manager_pause_queue_member: one message for either missing.
+        s.error(f, "Need 'Interface' and 'Paused' parameters.")
         return
     want = _bool(paused)
     if not s.sim.queues.pause_member(f.get("Queue"), interface, want, f.get("Reason") or ""):
