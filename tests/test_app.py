@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from callcenter.app import CallCenter
 from callcenter.cases.vault import Keyring, Vault, generate_key
-from callcenter.config import (
-    DatabaseSettings,
-    IvrSettings,
-    PbxNode,
-    RedisSettings,
-    Secrets,
-    Settings,
-    secret_env_name,
-)
 from callcenter.pbx.models import CallRecord
 from callcenter.sim.helpline import SimAgent
 from callcenter.store import Store
-from tests.support.helpline import helpline, until
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def settings_for(line, store: Store, redis_url: str, prefix: str) -> Settings:  # type: ignore[no-untyped-def]
-    user = line.sim.config.users[0]
-    return Settings(
-        database=DatabaseSettings(url=store.url),
-        redis=RedisSettings(url=redis_url, prefix=prefix),
-        pbx=[PbxNode(name="main", host="127.0.0.1", port=line.sim.port,
-                     username=user.username, auth="md5")],
-        ivr=IvrSettings(menu_file=ROOT / "config" / "ivr.toml", heartbeat_interval=0.2),
-        secrets=Secrets(ami={secret_env_name("main"): SecretStr(user.secret)}),
-    )
+from tests.support.helpline import backend_settings, helpline, until
 
 
 async def test_two_instances_one_owner_takeover_without_losing_or_doubling_calls(
     migrated_store: Store, redis_url: str, redis_prefix: str
 ) -> None:
     async with helpline(migrated_store, [SimAgent("agent1", "Agent One", answer_after=1)]) as line:
-        settings = settings_for(line, migrated_store, redis_url, redis_prefix)
+        settings = backend_settings(line, redis_url, redis_prefix)
         vault = Vault(Keyring.from_masters({"k1": generate_key()}, "k1"))
         first = CallCenter(settings, vault=vault, instance_id="first")
         second = CallCenter(settings, vault=vault, instance_id="second")

@@ -11,29 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
 
 from callcenter.app import CallCenter, serve_web
 from callcenter.cases.vault import Keyring, Vault, generate_key
-from callcenter.config import (
-    DatabaseSettings,
-    IvrSettings,
-    PbxNode,
-    RedisSettings,
-    Secrets,
-    Settings,
-    secret_env_name,
-)
 from callcenter.sim.helpline import SimAgent
 from callcenter.store import Store
-from tests.support.helpline import helpline, until
+from tests.support.helpline import backend_settings, helpline, until
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "asha-password-1090"
 
 
@@ -41,18 +29,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def settings_for(line: Any, store: Store, redis_url: str, prefix: str) -> Settings:
-    user = line.sim.config.users[0]
-    return Settings(
-        database=DatabaseSettings(url=store.url),
-        redis=RedisSettings(url=redis_url, prefix=prefix),
-        pbx=[PbxNode(name="main", host="127.0.0.1", port=line.sim.port,
-                     username=user.username, auth="md5")],
-        ivr=IvrSettings(menu_file=ROOT / "config" / "ivr.toml", heartbeat_interval=0.2),
-        secrets=Secrets(ami={secret_env_name("main"): SecretStr(user.secret)}),
-    )
 
 
 async def pops(ws: aiohttp.ClientWebSocketResponse, into: list[dict[str, Any]]) -> None:
@@ -69,7 +45,7 @@ async def test_console_on_the_non_owner_commands_and_receives_pops_across_a_take
 ) -> None:
     agents = [SimAgent("agent1", "Asha", answer_after=2)]
     async with helpline(migrated_store, agents) as line:
-        settings = settings_for(line, migrated_store, redis_url, redis_prefix)
+        settings = backend_settings(line, redis_url, redis_prefix)
         vault = Vault(Keyring.from_masters({"k1": generate_key()}, "k1"))
         owner = CallCenter(settings, vault=vault, instance_id="owner")
         other = CallCenter(settings, vault=vault, instance_id="other")

@@ -14,6 +14,7 @@ very files an installer copies to ``/etc/asterisk``. No I/O except
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -295,6 +296,11 @@ def pattern_matches(pattern: str, exten: str) -> bool:
     """Asterisk extension pattern match (``_X.``, ``_NXX``, ``_[1-5]!``...)."""
     if not pattern.startswith("_"):
         return pattern == exten
+    return _pattern_regex(pattern).fullmatch(exten) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
     regex: list[str] = []
     body = pattern[1:]
     i = 0
@@ -318,7 +324,7 @@ def pattern_matches(pattern: str, exten: str) -> bool:
         else:
             regex.append(re.escape(ch))
         i += 1
-    return re.fullmatch("".join(regex), exten) is not None
+    return re.compile("".join(regex))
 
 
 def parse_dialplan(conf: ConfFile) -> Dialplan:

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from callcenter.pbx.asterisk_conf import pattern_matches
+
 
 class DialplanError(ValueError):
     pass
@@ -80,38 +82,13 @@ def _pattern_width(pattern: str) -> int:
     return width
 
 
-_PATTERN_CACHE: dict[str, re.Pattern[str]] = {}
-
-
 def match_pattern(pattern: str, exten: str) -> bool:
-    """Asterisk extension pattern (``_X.``, ``_NXX``, ``_[1-3]!``...) against an extension."""
-    rx = _PATTERN_CACHE.get(pattern)
-    if rx is None:
-        out: list[str] = []
-        body = pattern[1:]
-        i = 0
-        while i < len(body):
-            ch = body[i].upper()
-            if ch == "X":
-                out.append("[0-9]")
-            elif ch == "Z":
-                out.append("[1-9]")
-            elif ch == "N":
-                out.append("[2-9]")
-            elif ch == ".":
-                out.append(".+")
-            elif ch == "!":
-                out.append(".*")
-            elif ch == "[":
-                end = body.index("]", i)
-                out.append("[" + body[i + 1 : end] + "]")
-                i = end
-            else:
-                out.append(re.escape(body[i]))
-            i += 1
-        rx = re.compile("".join(out) + r"\Z")
-        _PATTERN_CACHE[pattern] = rx
-    return rx.match(exten) is not None
+    """Asterisk extension pattern (``_X.``, ``_NXX``, ``_[1-3]!``...) against an extension.
+
+    The same matcher the dialplan checks use, so the simulator and the checks
+    cannot disagree on which extension a call lands in.
+    """
+    return pattern_matches(pattern, exten)
 
 
 _PRIORITY = re.compile(r"^(\d+|n|same|hint)(?:\(([^)]*)\))?$")

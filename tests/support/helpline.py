@@ -144,3 +144,28 @@ async def helpline(
         if line.backend is not None:
             await line.backend.stop()
         await sim.stop()
+
+
+def backend_settings(line: Helpline, redis_url: str | None = None, prefix: str = "callcenter:"):
+    """Service settings for a CallCenter that serves ``line``'s simulated PBX."""
+    from pydantic import SecretStr
+
+    from callcenter.config import (
+        DatabaseSettings,
+        IvrSettings,
+        PbxNode,
+        RedisSettings,
+        Secrets,
+        Settings,
+        secret_env_name,
+    )
+
+    user = line.sim.config.users[0]
+    return Settings(
+        database=DatabaseSettings(url=line.store.url),
+        redis=RedisSettings(url=redis_url, prefix=prefix),
+        pbx=[PbxNode(name="main", host="127.0.0.1", port=line.sim.port,
+                     username=user.username, auth="md5")],
+        ivr=IvrSettings(menu_file=ROOT / "config" / "ivr.toml", heartbeat_interval=0.2),
+        secrets=Secrets(ami={secret_env_name("main"): SecretStr(user.secret)}),
+    )
