@@ -17,6 +17,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from callcenter.agents.accounts import AccountService
@@ -27,6 +28,7 @@ from callcenter.ami import AMIClient
 from callcenter.bus import Bus, InProcessBus, RedisBus
 from callcenter.cases.audit import AuditLog, anchor_key_from_env
 from callcenter.cases.identities import IdentityStore
+from callcenter.cases.recordings import IngestTokens, RecordingStore
 from callcenter.cases.service import CaseService, WrapUpForm
 from callcenter.cases.vault import Keyring, Vault, load_keyring
 from callcenter.config import Settings
@@ -87,6 +89,11 @@ class CallCenter:
         self.audit = AuditLog(self.store, anchor_key=anchor_key_from_env())
         self.cases = CaseService(self.store, self.vault, self.audit)
         self.history = CallerHistory(self.store, self.cases)
+        self.recordings = RecordingStore(
+            self.store, settings.recordings.directory, self.vault.keyring, self.audit,
+            ingest_tokens=IngestTokens.from_env(),
+            retention=timedelta(days=settings.recordings.retention_days),
+        )
         self.bus: Bus = (
             RedisBus(settings.redis.url, settings.redis.prefix, instance_id=self.instance_id)
             if settings.redis.url else InProcessBus()
@@ -282,6 +289,7 @@ async def serve_web(
             for name, r in center.nodes.items()
         },
         wrapup_sink=WrapUpToCase(center),
+        recordings=center.recordings,
         store=center.store,
         redis=center._redis,
         options=WebOptions(cookie_secure=cookie_secure,

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "callcenter.agents.cli",
     "callcenter.sim.cli",
     "callcenter.cases.cli",
+    "callcenter.cases.recordings",
     "callcenter.demo",
 )
 

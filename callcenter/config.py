@@ -119,6 +119,13 @@ class VaultSettings(_Section):
     key_file: Path | None = None
 
 
+class RecordingSettings(_Section):
+    #: Where encrypted recordings are kept (files named by opaque ids, never numbers).
+    directory: Path = Path("recordings")
+    #: Recordings older than this are deleted by ``callcenter recordings purge``.
+    retention_days: int = Field(180, ge=1, le=3650)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     json_output: bool = Field(False, alias="json")
@@ -156,6 +163,7 @@ class Settings(_Section):
     pbx: list[PbxNode] = Field(default_factory=list)
     ivr: IvrSettings = IvrSettings()
     vault: VaultSettings = VaultSettings()
+    recordings: RecordingSettings = RecordingSettings()
     log: LogSettings = LogSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 

@@ -26,6 +26,7 @@ from callcenter.config import (
     DatabaseSettings,
     IvrSettings,
     PbxNode,
+    RecordingSettings,
     Secrets,
     Settings,
     WebSettings,
@@ -126,6 +127,7 @@ def demo_settings(sim: SimPBX, data_dir: Path, host: str, port: int) -> Settings
         pbx=[PbxNode(name="main", host="127.0.0.1", port=sim.port,
                      username=user.username, auth="md5")],
         ivr=IvrSettings(menu_file=ROOT / "config" / "ivr.toml", heartbeat_interval=2.0),
+        recordings=RecordingSettings(directory=data_dir / "recordings"),
         secrets=Secrets(
             ami={secret_env_name("main"): SecretStr(user.secret)},
             session=SecretStr(secrets.token_urlsafe(32)),

@@ -38,6 +38,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "callcenter.agents.models",
     "callcenter.cases.models",
     "callcenter.pbx.models",
+    "callcenter.cases.recordings",
 )
 
 # Deterministic constraint names, so a later revision can drop or alter a constraint by name

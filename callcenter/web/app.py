@@ -20,7 +20,7 @@ from .security import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
 #: Modules under callcenter.web that add routes of a domain (each has add_routes(app)).
-EXTRA_ROUTES: tuple[str, ...] = ()
+EXTRA_ROUTES: tuple[str, ...] = ("callcenter.web.recordings_http",)
 
 
 def make_app(deps: WebDeps) -> web.Application:

@@ -148,12 +148,15 @@ async def helpline(
 
 def backend_settings(line: Helpline, redis_url: str | None = None, prefix: str = "callcenter:"):
     """Service settings for a CallCenter that serves ``line``'s simulated PBX."""
+    import tempfile
+
     from pydantic import SecretStr
 
     from callcenter.config import (
         DatabaseSettings,
         IvrSettings,
         PbxNode,
+        RecordingSettings,
         RedisSettings,
         Secrets,
         Settings,
@@ -167,5 +170,6 @@ def backend_settings(line: Helpline, redis_url: str | None = None, prefix: str =
         pbx=[PbxNode(name="main", host="127.0.0.1", port=line.sim.port,
                      username=user.username, auth="md5")],
         ivr=IvrSettings(menu_file=ROOT / "config" / "ivr.toml", heartbeat_interval=0.2),
+        recordings=RecordingSettings(directory=Path(tempfile.mkdtemp(prefix="recordings-"))),
         secrets=Secrets(ami={secret_env_name("main"): SecretStr(user.secret)}),
     )
