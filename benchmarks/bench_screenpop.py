@@ -112,9 +112,9 @@ async def _load(conn: Any, agents: int, concurrent: int, seconds: float) -> None
     consoles = [asyncio.create_task(console(n)) for n in names]
     await asyncio.sleep(5)
     rng = random.Random(1090)
-    # Each call: ~20 s of IVR, a queue wait, 40-80 s of talk: arrivals keep
+    # Each call: ~20 s of IVR, a queue wait, 15-30 s of talk: arrivals keep
     # about `concurrent` calls up once the warm-up is over.
-    mean_duration = 90.0
+    mean_duration = 60.0
     rate = concurrent / mean_duration
     live: list[Caller] = []
 
@@ -123,7 +123,7 @@ async def _load(conn: Any, agents: int, concurrent: int, seconds: float) -> None
             number = rng.choice("789") + "".join(str(rng.randrange(10)) for _ in range(9))
             caller = Caller(sim.core, CallerScript(
                 exten="1090", endpoint=CARRIER, caller_num=number, caller_name="",
-                prompt_answers=rng.choice(SCRIPTS), talk_time=rng.uniform(40, 80),
+                prompt_answers=rng.choice(SCRIPTS), talk_time=rng.uniform(15, 30),
             ), rng)
             caller.start()
             live.append(caller)
