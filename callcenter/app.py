@@ -10,6 +10,7 @@ for the embedded single-instance setup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,13 +18,14 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callcenter.agents.accounts import AccountService
+from callcenter.agents.roster import load_roster
 from callcenter.agents.routing import OwnerRoutedDirectory
 from callcenter.agents.service import AgentService, CallHistory, RecordedCallHistory
-from callcenter.agents.views import CallCard, EarlierContact
+from callcenter.agents.views import AgentView, CallCard, EarlierContact
 from callcenter.ami import AMIClient
 from callcenter.bus import Bus, InProcessBus, RedisBus
 from callcenter.cases.audit import AuditLog, anchor_key_from_env
@@ -89,6 +91,9 @@ class CallCenter:
         self.audit = AuditLog(self.store, anchor_key=anchor_key_from_env())
         self.cases = CaseService(self.store, self.vault, self.audit)
         self.history = CallerHistory(self.store, self.cases)
+        self.roster = (
+            load_roster(settings.agents.roster_file) if settings.agents.roster_file else None
+        )
         self.recordings = RecordingStore(
             self.store, settings.recordings.directory, self.vault.keyring, self.audit,
             ingest_tokens=IngestTokens.from_env(),
@@ -101,6 +106,12 @@ class CallCenter:
         self._redis: Any = None
         self.nodes: dict[str, NodeRuntime] = {}
         self._started_hooks: list[Callable[[NodeRuntime], None]] = []
+
+    def on_duty(self, username: str) -> bool:
+        """Whether the duty roster has her on shift now."""
+        if self.roster is None:
+            return False
+        return username in self.roster.rostered_now(datetime.now(UTC))
 
     def on_node(self, hook: Callable[[NodeRuntime], None]) -> None:
         """Called with each node runtime as it is built (wiring of agents, web push)."""
@@ -176,7 +187,8 @@ class CallCenter:
             ),
             is_blocked=self.cases.is_blocked,
         )
-        agents = AgentService(node, self.accounts, history=self.history)
+        agents = AgentService(node, self.accounts, history=self.history,
+                              on_duty=self.on_duty if self.roster is not None else None)
         return NodeRuntime(node_settings.name, client, node, stats, ivr, agents=agents)
 
     async def _become_owner(self, runtime: NodeRuntime) -> None:
@@ -262,6 +274,46 @@ class WrapUpToCase:
         )
 
 
+class RosteredAbsent:
+    """Views of agents on shift now who are not signed in: the wallboard lists them."""
+
+    def __init__(self, center: CallCenter) -> None:
+        self._center = center
+        self._accounts: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        """Account names for the views (refreshed every minute; accounts change rarely)."""
+        self._accounts = {a.username: a for a in await self._center.accounts.list()}
+        if self._task is None and self._center.roster is not None:
+            self._task = asyncio.create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            with contextlib.suppress(Exception):
+                self._accounts = {a.username: a for a in await self._center.accounts.list()}
+
+    def __call__(self, present: list[AgentView]) -> list[AgentView]:
+        roster = self._center.roster
+        if roster is None:
+            return []
+        now = datetime.now(UTC)
+        signed_in = [v.username for v in present if v.state != "logged_out"]
+        views = []
+        for occurrence in roster.missing(now, signed_in):
+            account = self._accounts.get(occurrence.who)
+            views.append(AgentView(
+                username=occurrence.who,
+                display_name=account.display_name if account else occurrence.who,
+                role=str(account.role) if account else "agent",
+                endpoint=account.endpoint if account else "",
+                state="logged_out", reason=None, since=occurrence.start.timestamp(),
+                queues=(), paused_queues=(), softphone="unknown", rostered=True,
+            ))
+        return views
+
+
 async def serve_web(
     center: CallCenter, *, host: str, port: int, cookie_secure: bool = True
 ) -> Any:
@@ -274,8 +326,11 @@ async def serve_web(
     first = next(iter(center.nodes.values()))
     assert first.agents is not None
     # Commands taken by an instance that does not own the PBX go to the owner.
+    absent = RosteredAbsent(center)
+    await absent.refresh()
     directory = OwnerRoutedDirectory(
-        first.agents, node=first.name, owning=lambda: first.owning, bus=center.bus
+        first.agents, node=first.name, owning=lambda: first.owning, bus=center.bus,
+        absent_views=absent if center.roster is not None else None,
     )
     await directory.start()
     deps = WebDeps(

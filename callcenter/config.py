@@ -119,6 +119,12 @@ class VaultSettings(_Section):
     key_file: Path | None = None
 
 
+class AgentsSettings(_Section):
+    #: Duty roster (TOML, see config/roster.sample.toml); the wallboard shows who is
+    #: rostered and not logged in. None: no roster.
+    roster_file: Path | None = None
+
+
 class RecordingSettings(_Section):
     #: Where encrypted recordings are kept (files named by opaque ids, never numbers).
     directory: Path = Path("recordings")
@@ -164,6 +170,7 @@ class Settings(_Section):
     ivr: IvrSettings = IvrSettings()
     vault: VaultSettings = VaultSettings()
     recordings: RecordingSettings = RecordingSettings()
+    agents: AgentsSettings = AgentsSettings()
     log: LogSettings = LogSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 

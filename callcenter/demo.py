@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from callcenter.app import CallCenter, serve_web
 from callcenter.cases.vault import Keyring, Vault, generate_key
 from callcenter.config import (
+    AgentsSettings,
     DatabaseSettings,
     IvrSettings,
     PbxNode,
@@ -119,6 +120,18 @@ class CallerStream:
             await self._sim.clock.sleep(self._rng.expovariate(1.0 / self._every))
 
 
+def write_demo_roster(data_dir: Path) -> Path:
+    """Everyone on duty all day, so the wallboard shows who has not signed in yet."""
+    path = data_dir / "roster.toml"
+    shifts = "".join(
+        f'[[shift]]\nwho = "{u.username}"\nrole = "{u.role}"\ndays = "daily"\n'
+        'start = "00:00"\nend = "24:00"\n'
+        for u in demo_users() if u.role in ("agent", "counsellor")
+    )
+    path.write_text('timezone = "Asia/Kolkata"\n' + shifts)
+    return path
+
+
 def demo_settings(sim: SimPBX, data_dir: Path, host: str, port: int) -> Settings:
     user = sim.config.users[0]
     return Settings(
@@ -128,6 +141,7 @@ def demo_settings(sim: SimPBX, data_dir: Path, host: str, port: int) -> Settings
                      username=user.username, auth="md5")],
         ivr=IvrSettings(menu_file=ROOT / "config" / "ivr.toml", heartbeat_interval=2.0),
         recordings=RecordingSettings(directory=data_dir / "recordings"),
+        agents=AgentsSettings(roster_file=write_demo_roster(data_dir)),
         secrets=Secrets(
             ami={secret_env_name("main"): SecretStr(user.secret)},
             session=SecretStr(secrets.token_urlsafe(32)),

@@ -81,6 +81,7 @@ class OwnerRoutedDirectory:
         owning: Callable[[], bool],
         bus: Bus,
         timeout_s: float = 5.0,
+        absent_views: Callable[[list[AgentView]], list[AgentView]] | None = None,
     ) -> None:
         self._local = local
         self._node = node
@@ -89,6 +90,8 @@ class OwnerRoutedDirectory:
         self._timeout = timeout_s
         self._pending: dict[str, asyncio.Future[AgentCommandResult]] = {}
         self._remote_views: dict[str, AgentView] = {}
+        #: Views of agents who are not signed in but should be seen (rostered now).
+        self._absent_views = absent_views
 
     async def start(self) -> None:
         self._bus.subscribe(AgentCommand, self._on_command)
@@ -179,9 +182,10 @@ class OwnerRoutedDirectory:
         return self._remote_views.get(username) or self._local.view(username)
 
     def views(self) -> list[AgentView]:
-        if self._owning():
-            return self._local.views()
-        return list(self._remote_views.values())
+        present = self._local.views() if self._owning() else list(self._remote_views.values())
+        if self._absent_views is None:
+            return present
+        return present + self._absent_views(present)
 
     def pause_reasons(self) -> tuple[str, ...]:
         return self._local.pause_reasons()
