@@ -34,6 +34,7 @@ async def test_two_instances_one_owner_takeover_without_losing_or_doubling_calls
             await ops.add_member(queue, "PJSIP/agent1", member_name="Agent One")
         before = [line.call(["1"], talk_time=2) for _ in range(3)]
         await until(lambda: all(c.done.is_set() for c in before), within=30)
+        await until(lambda: first.nodes["main"].node.model.calls == {}, within=20)
 
         # A call is up, answered, when the owner dies; it outlasts the takeover.
         spanning = line.call(["1"], talk_time=150)
@@ -59,6 +60,9 @@ async def test_two_instances_one_owner_takeover_without_losing_or_doubling_calls
         after = [line.call(["1"], talk_time=2) for _ in range(3)]
         await until(lambda: all(c.done.is_set() for c in after + [spanning]), within=40)
         assert all(c.outcome.connected_to == "PJSIP/agent1" for c in before + after)
+        # The simulator has hung up; wait until the backend has seen those hangups
+        # too (its event queue may lag under load) before reading the records.
+        await until(lambda: second.nodes["main"].node.model.calls == {}, within=20)
         await second.nodes["main"].node.drain()
         await first.nodes["main"].node.drain()
         async with migrated_store.session() as session:

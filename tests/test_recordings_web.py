@@ -27,7 +27,6 @@ from callcenter.cases.recordings import IngestTokens, RecordingStore
 from callcenter.cases.vault import Keyring, generate_key
 from callcenter.pbx import asterisk_conf
 from callcenter.store import Store
-from callcenter.web import recordings_http
 from callcenter.web.app import make_app
 from callcenter.web.deps import StoreCallLookup, WebDeps
 from tests.support.web import (
@@ -68,9 +67,7 @@ async def world(migrated_store: Store, tmp_path: Path) -> AsyncIterator[WebWorld
         store=migrated_store, options=web_options(), registry=CollectorRegistry(),
         recordings=recordings,
     )
-    app = make_app(deps)
-    # What the lead wires through callcenter.web.app.EXTRA_ROUTES.
-    recordings_http.add_routes(app)
+    app = make_app(deps)  # adds the recordings routes: deps.recordings is set
     client = TestClient(TestServer(app, host="127.0.0.1"),
                         cookie_jar=aiohttp.CookieJar(unsafe=True))
     await client.start_server()

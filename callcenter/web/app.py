@@ -19,8 +19,9 @@ from .keys import ADDRESS_LIMIT, DEPS, FANOUT, HUB, METRICS, OPTIONS, SESSIONS, 
 from .security import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
-#: Modules under callcenter.web that add routes of a domain (each has add_routes(app)).
-EXTRA_ROUTES: tuple[str, ...] = ("callcenter.web.recordings_http",)
+#: Modules that add the routes of a domain (each has add_routes(app)), and the WebDeps
+#: field holding that domain's collaborator: routes exist only when it is present.
+EXTRA_ROUTES: tuple[tuple[str, str], ...] = (("callcenter.web.recordings_http", "recordings"),)
 
 
 def make_app(deps: WebDeps) -> web.Application:
@@ -40,8 +41,9 @@ def make_app(deps: WebDeps) -> web.Application:
     http.add_routes(app)
     ws.add_routes(app)
     # Domains whose collaborators are present add their own routes.
-    for module in EXTRA_ROUTES:
-        importlib.import_module(module).add_routes(app)
+    for module, collaborator in EXTRA_ROUTES:
+        if getattr(deps, collaborator) is not None:
+            importlib.import_module(module).add_routes(app)
     app.router.add_static("/static", options.static_dir, follow_symlinks=False)
     return app
 
