@@ -29,8 +29,10 @@ from callcenter.agents.views import AgentView, CallCard, EarlierContact
 from callcenter.ami import AMIClient
 from callcenter.bus import Bus, InProcessBus, RedisBus
 from callcenter.cases.audit import AuditLog, anchor_key_from_env
+from callcenter.cases.consent import ConsentService
 from callcenter.cases.identities import IdentityStore
 from callcenter.cases.recordings import IngestTokens, RecordingStore
+from callcenter.cases.search import CaseSearch
 from callcenter.cases.service import CaseService, WrapUpForm
 from callcenter.cases.vault import Keyring, Vault, load_keyring
 from callcenter.config import Settings
@@ -344,6 +346,10 @@ async def serve_web(
             for name, r in center.nodes.items()
         },
         wrapup_sink=WrapUpToCase(center),
+        cases=center.cases,
+        consent=ConsentService(center.store, center.vault, center.audit),
+        search=CaseSearch(center.store, center.audit),
+        audit=center.audit,
         recordings=center.recordings,
         store=center.store,
         redis=center._redis,

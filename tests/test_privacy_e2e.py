@@ -170,6 +170,7 @@ async def test_no_number_in_rows_logs_api_bus_redis_or_recording_names(
             answered = [r for r in records if r.outcome == "answered"]
             assert len(records) >= CALLS and len(answered) >= CALLS * 3 // 4
             harasser_list = sorted(harassers)
+            references: list[str] = []
             for index, record in enumerate(answered):
                 agent = (record.agent_interface or "PJSIP/agent1").split("/")[-1]
                 case = await center.cases.create_from_wrapup(
@@ -177,6 +178,7 @@ async def test_no_number_in_rows_logs_api_bus_redis_or_recording_names(
                 )
                 harasser = harasser_list[index % len(harasser_list)]
                 await center.cases.name_harasser(case.summary.reference, harasser, agent)
+                references.append(case.summary.reference)
                 # An agent types the number into a note: it must not be kept as typed.
                 await center.cases.add_note(
                     case.summary.reference, f"Harasser {harasser} called her again", agent
@@ -197,6 +199,14 @@ async def test_no_number_in_rows_logs_api_bus_redis_or_recording_names(
                     await call_api(web, "GET", path)
                 for record in records:
                     await call_api(web, "GET", f"/api/calls/{record.node}/{record.linkedid}")
+                # The case API: search, the supervisors' CSV export, every case file.
+                status, _ = await call_api(web, "GET", "/api/cases?limit=200")
+                assert status == 200
+                status, _ = await call_api(web, "GET", "/api/cases/export.csv")
+                assert status == 200
+                for reference in references:
+                    status, _ = await call_api(web, "GET", f"/api/cases/{reference}")
+                    assert status == 200
             for web, _csrf in sessions.values():
                 await call_api(web, "GET", "/api/me/calls")
                 await web.close()

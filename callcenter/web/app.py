@@ -21,7 +21,10 @@ from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
 #: Modules that add the routes of a domain (each has add_routes(app)), and the WebDeps
 #: field holding that domain's collaborator: routes exist only when it is present.
-EXTRA_ROUTES: tuple[tuple[str, str], ...] = (("callcenter.web.recordings_http", "recordings"),)
+EXTRA_ROUTES: tuple[tuple[str, str], ...] = (
+    ("callcenter.web.recordings_http", "recordings"),
+    ("callcenter.web.cases_http", "cases"),
+)
 
 
 def make_app(deps: WebDeps) -> web.Application:
