@@ -39,6 +39,10 @@ MODEL_MODULES: tuple[str, ...] = (
     "callcenter.cases.models",
     "callcenter.pbx.models",
     "callcenter.cases.recordings",
+    "callcenter.followups.models",
+    "callcenter.followups.referral_models",
+    "callcenter.followups.callback_models",
+    "callcenter.followups.sms_models",
 )
 
 # Deterministic constraint names, so a later revision can drop or alter a constraint by name

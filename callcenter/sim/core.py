@@ -16,6 +16,7 @@ import random
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -63,6 +64,18 @@ _SIP_FOR_CAUSE = {1: 404, 17: 486, 19: 480, 21: 403, 34: 503}
 _URI_SAFE = "!*'()"
 
 
+@dataclass(frozen=True, slots=True)
+class OriginateRecord:
+    """One Originate as the PBX received it (simulator time)."""
+
+    at: float
+    target: str
+    context: str
+    exten: str
+    variables: dict[str, str]
+    application: str | None
+
+
 class PeerLeft(ChannelInterrupted):
     """The other party of a bridge left it."""
 
@@ -102,6 +115,8 @@ class PBXCore:
         self._device_cache: dict[str, int] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self.events_emitted = 0
+        #: Every Originate the PBX accepted, in order: what tests count "who was dialled" on.
+        self.originate_log: list[OriginateRecord] = []
         self.random = random.Random(0)
         self.queues: QueueEngine | None = None
         #: called with every finished call leg (for statistics and invariants).
@@ -933,6 +948,10 @@ class PBXCore:
         data: str = "",
     ) -> bool:
         """Originate a call; True when it was answered (OriginateResponse Success)."""
+        self.originate_log.append(OriginateRecord(
+            at=self.clock.now(), target=target, context=context, exten=exten,
+            variables=dict(variables), application=application,
+        ))
         timeout = ring_for
         tech, _, resource = target.partition("/")
         num, name = parse_callerid(callerid) if callerid else (None, None)

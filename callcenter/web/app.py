@@ -24,6 +24,9 @@ from .sessions import MemorySessionStore, RedisSessionStore, SessionStore
 EXTRA_ROUTES: tuple[tuple[str, str], ...] = (
     ("callcenter.web.recordings_http", "recordings"),
     ("callcenter.web.cases_http", "cases"),
+    ("callcenter.web.callbacks_http", "callbacks"),
+    ("callcenter.web.referrals_http", "referrals"),
+    ("callcenter.web.sms_http", "sms"),
 )
 
 

@@ -127,6 +127,11 @@ class WebDeps:
     audit: Any = None
     #: Call recordings (callcenter.cases.recordings), when configured.
     recordings: Any = None
+    #: Follow-ups (callcenter.followups): callbacks and follow-up calls, referrals and
+    #: harasser actions, SMS. None where not served.
+    callbacks: Any = None
+    referrals: Any = None
+    sms: Any = None
     store: Store | None = None
     #: redis.asyncio.Redis for sessions and rate limits shared by instances; None = memory.
     redis: Any = None

@@ -1,0 +1,3 @@
+"""Tables of the referral part of follow-ups (filled in by its work item)."""
+
+from __future__ import annotations
