@@ -27,6 +27,7 @@ EXTRA_ROUTES: tuple[tuple[str, str], ...] = (
     ("callcenter.web.callbacks_http", "callbacks"),
     ("callcenter.web.referrals_http", "referrals"),
     ("callcenter.web.sms_http", "sms"),
+    ("callcenter.web.transfers_http", "transfers"),
 )
 
 

@@ -132,6 +132,8 @@ class WebDeps:
     callbacks: Any = None
     referrals: Any = None
     sms: Any = None
+    #: Transfers and supervision (listen / whisper / barge) of live calls.
+    transfers: Any = None
     store: Store | None = None
     #: redis.asyncio.Redis for sessions and rate limits shared by instances; None = memory.
     redis: Any = None
