@@ -107,9 +107,11 @@ async def test_a_twin_made_during_rotation_is_merged(migrated_store: Store) -> N
     )
     use = await keys_in_use(migrated_store)
     assert retirable_keys(both.keyring, use) == []  # k1 still holds her
-    # the service restarted on k2 before the rotation: her next call made a second row
+    # the service restarted on k2 alone (k1 forgotten) before the rotation: her next call
+    # could not know her k1 token and made a second row
+    new_only = Vault(Keyring.from_masters({"k2": NEW}, "k2"))
     twin = await identities.remember(
-        both.admit_caller_id("+91 98765 43210"), at=datetime(2026, 2, 1, tzinfo=UTC)
+        new_only.admit_caller_id("+91 98765 43210"), at=datetime(2026, 2, 1, tzinfo=UTC)
     )
     assert twin != first
     async with migrated_store.transaction() as session:
@@ -124,3 +126,20 @@ async def test_a_twin_made_during_rotation_is_merged(migrated_store: Store) -> N
     assert row.id == first and row.times_seen == 2
     assert call is not None and call.caller_identity_id == first
     assert both.token_for("9876543210").digest == row.token_digest
+
+
+async def test_during_a_rotation_her_next_call_finds_her_old_row(migrated_store: Store) -> None:
+    identities = IdentityStore(migrated_store)
+    old = Vault(Keyring.from_masters({"k1": OLD}, "k1"))
+    both = Vault(Keyring.from_masters({"k1": OLD, "k2": NEW}, "k2"))
+    first = await identities.remember(old.admit_caller_id("9876543210"))
+    other = await identities.remember(old.admit_caller_id("9123456789"))
+    # k2 is active, the rotation has not reached her row: the k1 alias still finds her
+    again = await identities.remember(both.admit_caller_id("+91 98765 43210"))
+    assert again == first != other
+    async with migrated_store.session() as session:
+        rows = {r.id: r for r in await session.scalars(select(CallerIdentity))}
+    assert len(rows) == 2 and rows[first].times_seen == 2
+    report = await rotate_keys(migrated_store, both, AuditLog(migrated_store))
+    assert report.merged == 0
+    assert await identities.remember(both.admit_caller_id("9876543210")) == first

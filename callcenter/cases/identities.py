@@ -39,6 +39,15 @@ class IdentityStore:
         row = await session.scalar(
             select(CallerIdentity).where(CallerIdentity.token_digest == token.digest)
         )
+        if row is None and entry.aliases:
+            # A rotation is under way and has not re-tokened her row yet: it is still
+            # her, and the rotation will move the row to the active key.
+            row = await session.scalar(
+                select(CallerIdentity)
+                .where(CallerIdentity.token_digest.in_(entry.aliases))
+                .order_by(CallerIdentity.id)
+                .limit(1)
+            )
         if row is None:
             row = CallerIdentity(
                 purpose=token.purpose.value,

@@ -587,6 +587,9 @@ class VaultEntry:
     token: CallerToken
     sealed: SealedNumber | None
     reason: Literal["number", "withheld", "unusable"] = "number"
+    #: Her token's digests under the keyring's other keys: during a key rotation the row
+    #: that knows her may still carry one of these, and must be found, not duplicated.
+    aliases: tuple[str, ...] = ()
 
     @property
     def withheld(self) -> bool:
@@ -693,7 +696,11 @@ class Vault:
         Strict: raises :class:`InvalidNumber` so the agent can correct her typing.
         """
         number = self.normalise(raw)
-        return VaultEntry(self.token_for(number, purpose), self.seal(number, purpose))
+        token = self.token_for(number, purpose)
+        aliases = tuple(
+            t.digest for t in self.tokens_for(number, purpose) if t.digest != token.digest
+        )
+        return VaultEntry(token, self.seal(number, purpose), aliases=aliases)
 
     def admit_caller_id(self, caller_id: str | None) -> VaultEntry:
         """Token and seal a caller's CLI as the PBX reports it. Never raises for bad input.
