@@ -12,6 +12,7 @@ from sqlalchemy import select
 from callcenter.cases.audit import AuditLog
 from callcenter.cases.identities import IdentityStore
 from callcenter.cases.models import CallerIdentity, Case
+from callcenter.cases.recordings import Recording, new_recording_id
 from callcenter.cases.rotation import keys_in_use, retirable_keys, rotate_keys
 from callcenter.cases.service import CaseService, WrapUpForm
 from callcenter.cases.vault import Keyring, Purpose, Vault, generate_key
@@ -143,3 +144,19 @@ async def test_during_a_rotation_her_next_call_finds_her_old_row(migrated_store:
     report = await rotate_keys(migrated_store, both, AuditLog(migrated_store))
     assert report.merged == 0
     assert await identities.remember(both.admit_caller_id("9876543210")) == first
+
+
+async def test_a_key_with_recordings_is_not_retirable(migrated_store: Store) -> None:
+    old = Vault(Keyring.from_masters({"k1": OLD}, "k1"))
+    both = Vault(Keyring.from_masters({"k1": OLD, "k2": NEW}, "k2"))
+    await IdentityStore(migrated_store).remember(old.admit_caller_id("9876543210"))
+    async with migrated_store.transaction() as session:
+        session.add(Recording(
+            id=new_recording_id(), node="pbx1", linkedid="3.1", format="wav", size_bytes=44,
+            content_sha256="0" * 64, kid="k1", received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        ))
+    await rotate_keys(migrated_store, both, AuditLog(migrated_store))
+    use = await keys_in_use(migrated_store)
+    # her number moved to k2; the audio is still sealed under k1, which must stay
+    assert (use["k1"].sealed, use["k1"].tokens, use["k1"].recordings) == (0, 0, 1)
+    assert retirable_keys(both.keyring, use) == []

@@ -122,13 +122,15 @@ def _in_use(args: argparse.Namespace) -> int:
     use = _run("keys in-use", args, keys_in_use)
     for kid in sorted(set(use) | set(keyring.kids)):
         counts = use.get(kid)
-        sealed, tokens = (counts.sealed, counts.tokens) if counts else (0, 0)
+        sealed, tokens, recordings = (
+            (counts.sealed, counts.tokens, counts.recordings) if counts else (0, 0, 0)
+        )
         marks = []
         if kid == keyring.active.kid:
             marks.append("active")
         if kid not in keyring:
             marks.append("NOT IN KEYRING")
-        print(f"{kid}: {sealed} sealed numbers, {tokens} tokens"
+        print(f"{kid}: {sealed} sealed numbers, {tokens} tokens, {recordings} recordings"
               + (f" ({', '.join(marks)})" if marks else ""))
     retire = retirable_keys(keyring, use)
     print("can retire: " + (", ".join(retire) if retire else "none"))

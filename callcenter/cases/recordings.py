@@ -26,7 +26,7 @@ its own (``callcenter/recordings/v1/...`` plus the recording id), so it never eq
 key the vault uses and a file cannot be passed off as another recording. The key id
 is in the file's header and in its row; a vault key must stay in the keyring until
 every recording made under it has passed retention (``callcenter keys in-use`` does
-not count recordings: see :meth:`RecordingStore.kids_in_use`).
+also counts recordings, like :meth:`RecordingStore.kids_in_use`).
 
 Rows: ``recording`` names the call by (node, linkedid), the key of ``call_record``, so
 a recording that arrives before the backend saw the call (it was down) links itself

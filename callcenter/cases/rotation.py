@@ -28,6 +28,7 @@ from callcenter.store import Store
 from .audit import AuditAction, AuditLog
 from .errors import VaultError
 from .models import CallerBlock, CallerIdentity, Case, CaseHarasser, Consent
+from .recordings import Recording
 from .vault import Keyring, Purpose, Vault
 
 __all__ = ["KeyUse", "RotationReport", "keys_in_use", "retirable_keys", "rotate_keys"]
@@ -54,10 +55,13 @@ class RotationReport:
 class KeyUse:
     sealed: int = 0
     tokens: int = 0
+    #: Recordings stay encrypted under the key they were stored with (rotation does not
+    #: re-encrypt audio), so a key with recordings must stay until they are purged.
+    recordings: int = 0
 
     @property
     def in_use(self) -> bool:
-        return bool(self.sealed or self.tokens)
+        return bool(self.sealed or self.tokens or self.recordings)
 
 
 async def rotate_keys(
@@ -218,6 +222,12 @@ async def keys_in_use(store: Store) -> dict[str, KeyUse]:
         )
         for kid, count in tokens:
             use[kid] = KeyUse(sealed=use.get(kid, KeyUse()).sealed, tokens=int(count))
+        recordings = await session.execute(
+            select(Recording.kid, func.count()).group_by(Recording.kid)
+        )
+        for kid, count in recordings:
+            known = use.get(kid, KeyUse())
+            use[kid] = KeyUse(sealed=known.sealed, tokens=known.tokens, recordings=int(count))
     return use
 
 
