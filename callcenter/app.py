@@ -254,11 +254,27 @@ class WrapUpToCase:
     def __init__(self, center: CallCenter) -> None:
         self._center = center
 
+    #: How long a wrap-up waits for its call's record: on an instance that does not own the
+    #: PBX the owner may not have committed it yet when her form arrives.
+    record_wait: float = 5.0
+
     async def __call__(self, username: str, form: Any) -> None:
         center = self._center
         record = None
         if form.node and form.linkedid:
-            record = await center.recorder.get(form.node, form.linkedid)
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + self.record_wait
+            while (record := await center.recorder.get(form.node, form.linkedid)) is None:
+                if loop.time() >= give_up:
+                    # Refused, not dropped: she stays in wrap-up and her console keeps the
+                    # form to send again (the wrap-up time still ends it at worst).
+                    from callcenter.web.errors import WebError
+
+                    raise WebError(
+                        409, "call_not_recorded",
+                        "This call is not on record yet; send the form again in a moment.",
+                    )
+                await asyncio.sleep(0.25)
         if record is None:
             for runtime in center.nodes.values():
                 view = runtime.agents.view(username) if runtime.agents else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from callcenter.app import CallCenter
@@ -79,3 +80,32 @@ async def test_two_instances_one_owner_takeover_without_losing_or_doubling_calls
 async def _count(store: Store) -> int:
     async with store.session() as session:
         return int(await session.scalar(select(func.count()).select_from(CallRecord)) or 0)
+
+
+async def test_a_wrapup_for_a_call_not_on_record_is_refused_not_dropped() -> None:
+    """Her form names a call the owner has not committed: 409, so the console sends it again."""
+    from types import SimpleNamespace
+
+    from callcenter.app import WrapUpToCase
+    from callcenter.web.errors import WebError
+    from callcenter.web.schemas import WrapUpRequest
+
+    looked: list[tuple[str, str]] = []
+    opened: list[object] = []
+
+    async def get(node: str, linkedid: str) -> None:
+        looked.append((node, linkedid))
+
+    async def create_from_wrapup(*args: object) -> None:
+        opened.append(args)
+
+    center = SimpleNamespace(recorder=SimpleNamespace(get=get), nodes={},
+                             cases=SimpleNamespace(create_from_wrapup=create_from_wrapup))
+    sink = WrapUpToCase(center)  # type: ignore[arg-type]
+    sink.record_wait = 0.6
+    form = WrapUpRequest(category="harassment_online", node="main", linkedid="1700000000.7")
+    with pytest.raises(WebError) as refused:
+        await sink("asha", form)
+    assert (refused.value.status, refused.value.code) == (409, "call_not_recorded")
+    assert len(looked) >= 2 and set(looked) == {("main", "1700000000.7")}  # it waited
+    assert opened == []

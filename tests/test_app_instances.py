@@ -81,9 +81,17 @@ async def test_console_on_the_non_owner_commands_and_receives_pops_across_a_take
                 await until(lambda: any(p["phase"] == "ringing" for p in received), within=30)
                 assert received[0]["card"]["caller"].startswith("T-")
                 await until(lambda: first.done.is_set(), within=30)
+                card = received[-1]["card"]  # the console sends the call it last popped
                 wrap = await http.post(f"{base}/api/me/wrapup", headers={"X-CSRF-Token": csrf},
-                                       json={"category": "harassment_online", "notes": ""})
+                                       json={"category": "harassment_online", "notes": "",
+                                             "node": card["node"],
+                                             "linkedid": card["linkedid"]})
                 assert wrap.status == 200, await wrap.text()
+                # The non-owner opened her case on the owner's record of the call.
+                record = await other.recorder.get(card["node"], card["linkedid"])
+                assert record is not None
+                case = await other.cases._case_of_call(record.id)
+                assert case is not None and case.summary.category == "cyber-harassment"
 
                 # The owner dies without a word; the console's instance takes over.
                 runtime = owner.nodes["main"]
