@@ -370,7 +370,8 @@ async def serve_web(
         store=center.store,
         redis=center._redis,
         options=WebOptions(cookie_secure=cookie_secure,
-                           redis_prefix=center.settings.redis.prefix),
+                           redis_prefix=center.settings.redis.prefix,
+                           metrics_token=os.environ.get("CALLCENTER_METRICS_TOKEN") or None),
     )
     runner = web.AppRunner(make_app(deps))
     await runner.setup()

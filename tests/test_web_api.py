@@ -375,6 +375,22 @@ async def test_metrics_from_the_app_registry(world: WebWorld) -> None:
     assert "callcenter_ami_event_lag_seconds" in text
 
 
+async def test_metrics_behind_a_scrape_token(sqlite_store: Store) -> None:
+    async with InProcessBus() as bus, serve(
+        store=sqlite_store, bus=bus, accounts=cheap_accounts(sqlite_store),
+        directory=MemoryAgentDirectory(), options=web_options(metrics_token="s3cret-scrape"),
+    ) as world:
+        refused = await world.client.get("/metrics")
+        assert refused.status == 401
+        assert (await refused.json())["error"]["code"] == "metrics_token_required"
+        wrong = await world.client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401
+        right = await world.client.get(
+            "/metrics", headers={"Authorization": "Bearer s3cret-scrape"}
+        )
+        assert right.status == 200 and "callcenter_agents" in await right.text()
+
+
 async def test_pages_send_unsigned_visitors_to_login(world: WebWorld) -> None:
     client = world.client
     response = await client.get("/console", allow_redirects=False)

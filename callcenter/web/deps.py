@@ -51,6 +51,9 @@ class WebOptions:
     #: How often an open socket re-checks that its session still exists.
     socket_session_check: float = 30.0
     trust_forwarded_for: bool = False
+    #: When set, /metrics wants ``Authorization: Bearer <token>`` (Prometheus'
+    #: ``authorization`` scrape setting); the numbers tell who is on shift and how busy.
+    metrics_token: str | None = None
     redis_prefix: str = "callcenter:"
     static_dir: Path = STATIC_DIR
 

@@ -6,6 +6,7 @@ Each handler parses, calls one service, and shapes the answer; who may call it i
 
 from __future__ import annotations
 
+import hmac
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -174,6 +175,13 @@ async def healthz(request: web.Request) -> web.StreamResponse:
      content_type="text/plain; version=0.0.4")
 async def metrics(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
+    token = request.app[OPTIONS].metrics_token
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise WebError(401, "metrics_token_required",
+                           "Metrics need the scrape token (Authorization: Bearer ...).",
+                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     update_metrics(
         request.app[METRICS],
         snapshots=deps.stats(),
