@@ -361,6 +361,10 @@ async def serve_web(
             name: ("up" if r.link_up else "standby" if not r.owning else "down")
             for name, r in center.nodes.items()
         },
+        ami_lag=lambda: {
+            name: r.node.event_lag for name, r in center.nodes.items()
+            if r.owning and r.node.event_lag is not None
+        },
         wrapup_sink=WrapUpToCase(center),
         cases=center.cases,
         consent=ConsentService(center.store, center.vault, center.audit),

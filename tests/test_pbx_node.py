@@ -4,9 +4,11 @@ and the model is rebuilt from the PBX's snapshot after every (re)connect."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from callcenter.ami import AMIClient
@@ -58,6 +60,9 @@ async def test_node_records_a_replayed_call_once_and_resyncs_on_reconnect(
                 pbx.push(raw)
             await until(lambda: node.model.last_pbx_time == end)
             assert node.model.calls == {} and node.model.channels == {}
+            # The trace was recorded long ago: its events arrive that old (the lag gauge).
+            assert node.event_lag is not None
+            assert node.event_lag == pytest.approx(time.time() - end, abs=60)
             await node.drain()
             async with migrated_store.session() as session:
                 rows = (await session.scalars(select(CallRecord))).all()

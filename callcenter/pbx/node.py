@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -61,6 +62,9 @@ class PbxNode:
         self._resync_listeners: list[ResyncListener] = []
         self._pending: set[asyncio.Task[None]] = set()
         self.resyncs = 0
+        #: Seconds between the PBX stamping the latest event and us handling it (our
+        #: wall clock minus its ``Timestamp``): grows when we fall behind the stream.
+        self.event_lag: float | None = None
         self.synced = asyncio.Event()
         self.model.on_call_ended(self._call_ended)
         self._subscription = ami.on_event("*", self._on_frame, queue_size=MODEL_QUEUE_SIZE)
@@ -76,6 +80,8 @@ class PbxNode:
         event = typed_event(self.name, frame)
         if event is None:
             return
+        if event.timestamp is not None:
+            self.event_lag = time.time() - event.timestamp
         self.model.apply(event)
         for listener in self._listeners:
             try:

@@ -113,6 +113,10 @@ def _no_links() -> Mapping[str, str]:
     return {}
 
 
+def _no_lag() -> Mapping[str, float]:
+    return {}
+
+
 @dataclass(slots=True)
 class WebDeps:
     accounts: Accounts
@@ -121,6 +125,8 @@ class WebDeps:
     bus: Bus
     stats: StatsSource = _no_stats
     pbx_links: PbxLinks = _no_links
+    #: node -> seconds the latest AMI event waited before it was handled.
+    ami_lag: Callable[[], Mapping[str, float]] = _no_lag
     wrapup_sink: WrapUpSink = drop_wrapup
     #: The cases domain (callcenter.cases): CaseService, ConsentService, CaseSearch,
     #: AuditLog. None in tests that do not serve case routes.

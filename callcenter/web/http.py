@@ -186,6 +186,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         request.app[METRICS],
         snapshots=deps.stats(),
         views=deps.agents.views(),
+        ami_lag=deps.ami_lag(),
     )
     body = generate_latest(deps.registry)
     response = web.Response(body=body)
