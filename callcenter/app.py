@@ -31,6 +31,7 @@ from callcenter.bus import Bus, InProcessBus, RedisBus
 from callcenter.cases.audit import AuditLog, anchor_key_from_env
 from callcenter.cases.consent import ConsentService
 from callcenter.cases.identities import IdentityStore
+from callcenter.cases.models import WRAPUP_CHOICES, CaseCategory
 from callcenter.cases.recordings import IngestTokens, RecordingStore
 from callcenter.cases.search import CaseSearch
 from callcenter.cases.service import CaseService, WrapUpForm
@@ -209,23 +210,6 @@ class CallCenter:
             await runtime.client.close()
 
 
-#: The console's wrap-up categories -> (case category, sub-category).
-WRAPUP_CATEGORIES: dict[str, tuple[str, str | None]] = {
-    "harassment_phone": ("phone-harassment", None),
-    "harassment_online": ("cyber-harassment", None),
-    "stalking": ("stalking", None),
-    "domestic_violence": ("domestic-violence", None),
-    "dowry": ("domestic-violence", "dowry"),
-    "sexual_violence": ("other", "sexual-violence"),
-    "immediate_danger": ("immediate-danger", None),
-    "distress": ("emotional-distress", None),
-    "information": ("other", "information"),
-    "silent": ("other", "silent-call"),
-    "prank": ("prank-abusive", None),
-    "other": ("other", None),
-}
-
-
 class CallerHistory:
     """What the "connected" screen-pop shows: her earlier calls and her cases."""
 
@@ -284,7 +268,7 @@ class WrapUpToCase:
         if record is None:
             log.warning("wrap-up from %s without a call to attach it to", username)
             return
-        category, sub_category = WRAPUP_CATEGORIES.get(form.category, ("other", None))
+        category, sub_category = WRAPUP_CHOICES.get(form.category, (CaseCategory.OTHER, None))
         await center.cases.create_from_wrapup(
             record,
             WrapUpForm(category=category, sub_category=sub_category, note=form.notes or None),

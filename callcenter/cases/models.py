@@ -75,6 +75,26 @@ class RiskLevel(StrEnum):
     CRITICAL = "critical"
 
 
+#: The wrap-up form's choices -> (case category, sub-category): the one list both the
+#: console and the case file speak. Finer than the categories because a counsellor files
+#: what the conversation revealed (dowry, a silent call) in seconds, and the case keeps it
+#: as a sub-category of the complaint types the helpline reports on.
+WRAPUP_CHOICES: dict[str, tuple[CaseCategory, str | None]] = {
+    "harassment_phone": (CaseCategory.PHONE, None),
+    "harassment_online": (CaseCategory.INTERNET, None),
+    "stalking": (CaseCategory.STALKING, None),
+    "domestic_violence": (CaseCategory.DOMESTIC, None),
+    "sexual_violence": (CaseCategory.OTHER, "sexual-violence"),
+    "dowry": (CaseCategory.DOMESTIC, "dowry"),
+    "immediate_danger": (CaseCategory.IMMEDIATE_DANGER, None),
+    "distress": (CaseCategory.DISTRESS, None),
+    "information": (CaseCategory.OTHER, "information"),
+    "silent": (CaseCategory.OTHER, "silent-call"),
+    "prank": (CaseCategory.PRANK, None),
+    "other": (CaseCategory.OTHER, None),
+}
+
+
 class CaseActionKind(StrEnum):
     """What the helpline did for her; each one is a line in the case's timeline."""
 

@@ -14,38 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from callcenter.agents.views import AgentView
+from callcenter.cases.models import WRAPUP_CHOICES
 from callcenter.queues.stats import AbandonedCall, QueueStatsSnapshot
 
-# Categories a counsellor can file a call under; the IVR's categories plus what only a
-# conversation reveals. Kept short on purpose: a wrap-up form is filled in seconds.
-WRAPUP_CATEGORIES = (
-    "harassment_phone",
-    "harassment_online",
-    "stalking",
-    "domestic_violence",
-    "sexual_violence",
-    "dowry",
-    "immediate_danger",
-    "distress",
-    "information",
-    "silent",
-    "prank",
-    "other",
-)
-WrapUpCategory = Literal[
-    "harassment_phone",
-    "harassment_online",
-    "stalking",
-    "domestic_violence",
-    "sexual_violence",
-    "dowry",
-    "immediate_danger",
-    "distress",
-    "information",
-    "silent",
-    "prank",
-    "other",
-]
+# The wrap-up choices come from the cases domain, so the form and the case file agree.
+WRAPUP_CATEGORIES: tuple[str, ...] = tuple(WRAPUP_CHOICES)
+WrapUpCategory = Literal[WRAPUP_CATEGORIES]  # type: ignore[valid-type]
 
 
 class _Request(BaseModel):
