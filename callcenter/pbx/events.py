@@ -337,6 +337,95 @@ class OriginateFinished(PbxEvent):
     ami_events = ("OriginateResponse",)
 
 
+# -- transfers, hold, supervision ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlindTransferred(PbxEvent):
+    """BlindTransfer (stasis_bridges.c): the transferee was sent to context/extension.
+
+    ``result`` is ``Success`` / ``Fail`` / ``Invalid`` / ``Not Permitted``; Success means
+    she was placed in the dialplan, not that anyone answered there.
+    """
+
+    result: str
+    transferer: ChannelRef
+    transferee: ChannelRef
+    bridge_id: str
+    context: str
+    extension: str
+    external: bool
+
+    ami_events = ("BlindTransfer",)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "Success"
+
+
+@dataclass(frozen=True, slots=True)
+class AttendedTransferred(PbxEvent):
+    """AttendedTransfer: the consult ended in a merge, a link, an app or a three-way.
+
+    ``orig_transferer`` is the agent's leg in the bridge with the caller,
+    ``second_transferer`` her leg that called the target; ``transferee`` (when Asterisk
+    names it) is the caller. ``dest_type``: Bridge | App | Link | Threeway | Fail.
+    """
+
+    result: str
+    orig_transferer: ChannelRef
+    second_transferer: ChannelRef
+    transferee: ChannelRef | None
+    orig_bridge_id: str
+    second_bridge_id: str
+    dest_type: str
+    dest_bridge_id: str
+    dest_app: str
+
+    ami_events = ("AttendedTransfer",)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "Success"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldMusicStarted(PbxEvent):
+    """MusicOnHoldStart: what she hears while an agent consults (never silence)."""
+
+    channel: ChannelRef
+    music_class: str
+
+    ami_events = ("MusicOnHoldStart",)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldMusicStopped(PbxEvent):
+    channel: ChannelRef
+
+    ami_events = ("MusicOnHoldStop",)
+
+
+@dataclass(frozen=True, slots=True)
+class SpyStarted(PbxEvent):
+    """ChanSpyStart: ``spyer`` (the supervisor's leg) listens to ``spyee`` (the agent's)."""
+
+    spyer: ChannelRef
+    spyee: ChannelRef
+
+    ami_events = ("ChanSpyStart",)
+
+
+@dataclass(frozen=True, slots=True)
+class SpyStopped(PbxEvent):
+    """ChanSpyStop; Asterisk may omit the spyee when it is already gone."""
+
+    spyer: ChannelRef
+    spyee: ChannelRef | None
+
+    ami_events = ("ChanSpyStop",)
+
+
 # -- frame -> event ------------------------------------------------------------
 
 
@@ -410,6 +499,36 @@ _BUILDERS: dict[str, Builder] = {
         _int(f.get("Reason")), f.get("Channel") or "", f.get("Uniqueid") or "",
     ),
 }
+
+
+def _optional_ref(frame: Frame, prefix: str) -> ChannelRef | None:
+    return ChannelRef.from_frame(frame, prefix) if frame.get(prefix + "Channel") else None
+
+
+_BUILDERS.update({
+    "BlindTransfer": lambda n, t, f: BlindTransferred(
+        n, t, f.get("Result") or "", ChannelRef.from_frame(f, "Transferer"),
+        ChannelRef.from_frame(f, "Transferee"), f.get("BridgeUniqueid") or "",
+        f.get("Context") or "", f.get("Extension") or "",
+        (f.get("IsExternal") or "").lower() == "yes",
+    ),
+    "AttendedTransfer": lambda n, t, f: AttendedTransferred(
+        n, t, f.get("Result") or "", ChannelRef.from_frame(f, "OrigTransferer"),
+        ChannelRef.from_frame(f, "SecondTransferer"), _optional_ref(f, "Transferee"),
+        f.get("OrigBridgeUniqueid") or "", f.get("SecondBridgeUniqueid") or "",
+        f.get("DestType") or "", f.get("DestBridgeUniqueid") or "", f.get("DestApp") or "",
+    ),
+    "MusicOnHoldStart": lambda n, t, f: HoldMusicStarted(
+        n, t, ChannelRef.from_frame(f), f.get("Class") or ""
+    ),
+    "MusicOnHoldStop": lambda n, t, f: HoldMusicStopped(n, t, ChannelRef.from_frame(f)),
+    "ChanSpyStart": lambda n, t, f: SpyStarted(
+        n, t, ChannelRef.from_frame(f, "Spyer"), ChannelRef.from_frame(f, "Spyee")
+    ),
+    "ChanSpyStop": lambda n, t, f: SpyStopped(
+        n, t, ChannelRef.from_frame(f, "Spyer"), _optional_ref(f, "Spyee")
+    ),
+})
 for _name, _change in _MEMBER_CHANGE.items():
     _BUILDERS[_name] = (
         lambda n, t, f, _c=_change: MemberChanged(n, t, _c, MemberState.from_frame(f))

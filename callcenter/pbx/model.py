@@ -67,6 +67,20 @@ class Queue:
             entry.position = index
 
 
+@dataclass(slots=True)
+class Holding:
+    """Who held the call when: one device bridged with the caller, from ``since`` to ``until``.
+
+    A queue answer, a transfer's target, a conference's third party each open one; the
+    order of holdings is the order the caller was handed over (PBX clock).
+    """
+
+    interface: str  # the device, e.g. PJSIP/agent1
+    channel: str
+    since: float | None
+    until: float | None = None
+
+
 CallPhase = str  # "new" | "ivr" | "queued" | "ringing" | "connected" | "ended"
 
 
@@ -92,6 +106,13 @@ class LiveCall:
     abandoned_in: str | None = None  # "queue" | "ivr"
     variables: dict[str, str] = field(default_factory=dict)
     rung: list[str] = field(default_factory=list)
+    holders: list[Holding] = field(default_factory=list)
+    #: Hold music is playing to her (an agent consults before a warm transfer).
+    on_hold: bool = False
+
+    def holder(self) -> Holding | None:
+        """The device holding her now (the latest one still bridged)."""
+        return next((h for h in reversed(self.holders) if h.until is None), None)
 
 
 CallListener = Callable[[LiveCall], None]
@@ -196,11 +217,53 @@ class PbxModel:
 
     def _bridge_entered(self, event: ev.BridgeEntered) -> None:
         self._touch_channel(event.channel).bridge_id = event.bridge_id
+        self._follow_holders(event.bridge_id, event.timestamp)
 
     def _bridge_left(self, event: ev.BridgeLeft) -> None:
         channel = self.channels.get(event.channel.uniqueid)
         if channel is not None and channel.bridge_id == event.bridge_id:
             channel.bridge_id = ""
+        self._follow_holders(event.bridge_id, event.timestamp)
+        call = self.calls.get(event.channel.linkedid)
+        if call is not None and call.caller_uniqueid == event.channel.uniqueid:
+            self._close_holdings(call, set(), event.timestamp)
+
+    def _follow_holders(self, bridge_id: str, at: float | None) -> None:
+        """Re-read who is bridged with each caller in ``bridge_id``.
+
+        Bridges are the one truth every hand-over shares (queue answer, blind or attended
+        transfer, merge, three-way), so holdings follow bridge membership rather than
+        each transfer event's own shape.
+        """
+        if not bridge_id:
+            return
+        members = [c for c in self.channels.values() if c.bridge_id == bridge_id]
+        for caller in members:
+            call = self.calls.get(caller.linkedid)
+            if call is None or call.caller_uniqueid != caller.uniqueid:
+                continue
+            others = {
+                c.uniqueid: c for c in members
+                if c is not caller and not c.name.startswith("Local/")
+            }
+            self._close_holdings(call, set(others), at)
+            held = {h.channel for h in call.holders if h.until is None}
+            for other in others.values():
+                if other.name not in held:
+                    call.holders.append(
+                        Holding(other.name.rpartition("-")[0], other.name, at)
+                    )
+
+    def _close_holdings(self, call: LiveCall, keep: set[str], at: float | None) -> None:
+        names = {self.channels[u].name for u in keep if u in self.channels}
+        for holding in call.holders:
+            if holding.until is None and holding.channel not in names:
+                holding.until = at if at is not None else holding.since
+
+    def _hold_music(self, event: ev.HoldMusicStarted | ev.HoldMusicStopped) -> None:
+        call = self.calls.get(event.channel.linkedid)
+        if call is not None and call.caller_uniqueid == event.channel.uniqueid:
+            call.on_hold = isinstance(event, ev.HoldMusicStarted)
 
     def _variable_set(self, event: ev.VariableSet) -> None:
         channel = self._touch_channel(event.channel)
@@ -311,6 +374,8 @@ class PbxModel:
         ev.AgentConnected: _agent_connected,
         ev.AgentCompleted: _agent_completed,
         ev.MemberChanged: _member_changed,
+        ev.HoldMusicStarted: _hold_music,
+        ev.HoldMusicStopped: _hold_music,
     }  # type: ignore[dict-item]
 
     # -- reconciliation ---------------------------------------------------------

@@ -137,6 +137,91 @@ class PbxOperations:
             "Redirect", Channel=channel, Context=context, Exten=exten, Priority=priority
         )
 
+    async def redirect_pair(
+        self,
+        channel: str,
+        extra_channel: str,
+        context: str,
+        exten: str,
+        *,
+        extra_context: str | None = None,
+        extra_exten: str | None = None,
+        priority: int = 1,
+    ) -> None:
+        """Redirect both parties of a bridge at once (Redirect with ExtraChannel).
+
+        Two separate Redirects would leave the second party alone in a dissolving
+        bridge for a moment; Asterisk moves both together when asked in one action.
+        """
+        await self._write(
+            "Redirect", Channel=channel, ExtraChannel=extra_channel,
+            Context=context, Exten=exten, Priority=priority,
+            ExtraContext=extra_context or context, ExtraExten=extra_exten or exten,
+            ExtraPriority=priority,
+        )
+
+    # -- transfers (bridge_basic.c semantics, driven by AMI) ------------------------
+
+    async def blind_transfer(self, transferer: str, context: str, exten: str) -> None:
+        """BlindTransfer: the *other* parties of ``transferer``'s bridge go to the dialplan.
+
+        ``transferer`` is the agent's channel; Asterisk answers Success once the transferee
+        is placed at ``context``/``exten`` (not when anyone answers there) and raises a
+        BlindTransfer event with the Result.
+        """
+        await self._write("BlindTransfer", Channel=transferer, Context=context, Exten=exten)
+
+    async def attended_transfer(self, transferer: str, context: str, exten: str) -> None:
+        """Atxfer: the transferee hears hold music while ``transferer`` dials ``exten``.
+
+        Completion is Asterisk's: the transferer hanging up while consulting completes the
+        transfer (bridge_basic.c, TRANSFER_CONSULTING + transferer hangup), so a first agent
+        who drops mid-consult does not drop the caller.
+        """
+        await self._write("Atxfer", Channel=transferer, Context=context, Exten=exten)
+
+    async def cancel_attended_transfer(self, transferer: str) -> None:
+        """CancelAtxfer: the consult leg ends, the transferer is back with the caller.
+
+        Uses the ``atxferabort`` feature; Asterisk refuses when none is configured or no
+        attended transfer is in progress on ``transferer``.
+        """
+        await self._write("CancelAtxfer", Channel=transferer)
+
+    async def complete_attended_transfer(self, transferer: str) -> None:
+        """Complete a consult by hanging up the transferer's channel.
+
+        AMI has no "complete" action; hanging up is what a phone does and what
+        bridge_basic.c turns into the completed transfer (AttendedTransfer event).
+        """
+        await self.hangup(transferer)
+
+    async def spy(
+        self,
+        supervisor_interface: str,
+        target_channel: str,
+        mode: str,
+        *,
+        context: str = "wpl-supervise",
+        caller_id: str = '"1090 supervision" <1090>',
+        timeout_s: float = 30.0,
+        action_id: str | None = None,
+    ) -> str:
+        """Ring the supervisor's own phone; once she answers, ChanSpy on ``target_channel``.
+
+        ``mode`` is the extension in ``context`` (listen / whisper / barge), each running
+        ChanSpy with its options; the target travels as WPL_SPY_TARGET (ChanSpy's ``u``
+        option takes a full channel name). Returns the ActionID of the OriginateResponse.
+        """
+        return await self.originate(
+            OriginateRequest(
+                channel=supervisor_interface, context=context, exten=mode,
+                caller_id=caller_id, variables={"WPL_SPY_TARGET": target_channel},
+                timeout_s=timeout_s,
+            ),
+            action_id=action_id,
+        )
+
     async def hangup(self, channel: str, cause: int = 16) -> None:
         await self._write("Hangup", Channel=channel, Cause=cause)
 
