@@ -317,12 +317,18 @@ class WebFanout:
 
     def wallboard(self) -> dict[str, Any]:
         snapshots = self.queue_snapshots()
+        # Set by callcenter.web.referrals_http at startup when referrals are served: the
+        # referral service's list, kept fresh by its sweep (this loop cannot await a query).
+        overdue_referrals: Callable[[], list[dict[str, Any]]] | None = getattr(
+            self, "overdue_referrals", None
+        )
         return {
             "type": "wallboard",
             "at": time.time(),
             "queues": snapshots,
             "agents": self.agent_views(),
             "abandoned": self.abandoned(snapshots),
+            "overdue_referrals": overdue_referrals() if overdue_referrals is not None else [],
         }
 
     def console_hello(self, username: str) -> dict[str, Any]:

@@ -73,6 +73,18 @@ function renderAbandoned(calls) {
     el("td", {}, duration(c.wait)))));
 }
 
+// Referrals whose unit has not answered by the deadline: the supervisors chase them. No
+// reason text on a wall screen, only the case reference and the unit.
+function renderOverdueReferrals(referrals) {
+  const rows = referrals.map((r) => el("tr", { class: r.escalation_level > 1 ? "alarm" : "warn" },
+    el("th", { scope: "row" }, r.case_reference),
+    el("td", {}, r.unit),
+    el("td", {}, duration(r.overdue_minutes * 60)),
+    el("td", {}, r.escalation_level ? `level ${r.escalation_level}` : "due now")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "4", class: "muted" }, "None overdue")));
+  replaceChildren($("overdue-referral-rows"), ...rows);
+}
+
 // Waiting callers (bars, left axis) and the day's service level (line, right axis, 0-100%)
 // per minute; drawn by hand on a canvas, scaled for the screen it is on.
 function drawChart(nodes) {
@@ -160,6 +172,7 @@ function onMessage(message) {
     renderQueues(message.queues);
     renderAgents();
     renderAbandoned(message.abandoned);
+    renderOverdueReferrals(message.overdue_referrals || []);
     $("updated").textContent = `updated ${new Date(message.at * 1000).toLocaleTimeString()}`;
   } else if (message.type === "agent" && message.agent) {
     const index = agents.findIndex((a) => a.username === message.agent.username);
