@@ -423,7 +423,7 @@ class CaseService:
                     session.add(CaseNote(case_id=case.id, at=now, author=agent, text=note))
                 await session.flush()
                 for kind in actions:
-                    await self._add_action(session, case, kind, agent, None, now)
+                    await self.add_action_in(session, case, kind, agent, None, now)
                 case_id = case.id
         except IntegrityError:
             # Another submit of the same form won the race; its case is the case.
@@ -498,10 +498,10 @@ class CaseService:
         now = self._now()
         async with self._store.transaction() as session:
             case = await self._load(session, reference)
-            await self._add_action(session, case, action, agent, text, now)
+            await self.add_action_in(session, case, action, agent, text, now)
         return TimelineEntry(now, agent, "action", action.value, text)
 
-    async def _add_action(
+    async def add_action_in(
         self,
         session: AsyncSession,
         case: Case,
@@ -510,6 +510,8 @@ class CaseService:
         note: str | None,
         now: datetime,
     ) -> None:
+        """Add ``action`` to the timeline inside the caller's transaction (a referral's row
+        and its "referred" line commit together), moving the status where allowed."""
         session.add(CaseAction(case_id=case.id, kind=action.value, at=now, actor=agent,
                                note=note))
         target = _ACTION_STATUS.get(action)

@@ -463,7 +463,7 @@ class ReferralService:
         await session.flush()
         note = f"To {unit.name} (referral {row.id}), due within {_hours(unit.sla)}: {reason}"
         # The cases service's own step, so the case moves only where its state machine allows.
-        await self._cases._add_action(  # noqa: SLF001 - see the report: wants a public name
+        await self._cases.add_action_in(
             session, case, CaseActionKind.REFERRED, actor, note, now
         )
         return row

@@ -88,7 +88,10 @@ async def _live_feeds(app: web.Application) -> AsyncIterator[None]:
     deps = app[DEPS]
     hub = ws.SocketHub(capacity=app[OPTIONS].socket_queue, metrics=app[METRICS])
     fanout = ws.WebFanout(
-        agents=deps.agents, bus=deps.bus, hub=hub, stats=deps.stats, options=app[OPTIONS]
+        agents=deps.agents, bus=deps.bus, hub=hub, stats=deps.stats, options=app[OPTIONS],
+        overdue_referrals=(
+            deps.referrals.referrals.overdue_snapshot if deps.referrals is not None else None
+        ),
     )
     app[HUB] = hub
     app[FANOUT] = fanout

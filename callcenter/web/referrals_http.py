@@ -19,7 +19,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +45,7 @@ from .auth import session_of
 from .body import json_response, read_body, read_empty
 from .cases_http import CaseAccess, web_error
 from .errors import WebError, forbidden
-from .keys import DEPS, FANOUT
+from .keys import DEPS
 from .openapi import ALL_ROLES, SUPERVISORS, api
 
 SUPERVISOR = frozenset({"supervisor"})
@@ -421,13 +421,6 @@ ROUTES: Mapping[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamRes
 }
 
 
-async def _feed_the_wallboard(app: web.Application) -> None:
-    # Runs after the cleanup contexts (aiohttp starts them first), so the fan-out exists.
-    desk: Any = app[DEPS].referrals
-    app[FANOUT].overdue_referrals = desk.referrals.overdue_snapshot  # type: ignore[attr-defined]
-
-
 def add_routes(app: web.Application) -> None:
     for (method, path), handler in ROUTES.items():
         app.router.add_route(method, path, handler)
-    app.on_startup.append(_feed_the_wallboard)

@@ -189,9 +189,12 @@ class WebFanout:
         hub: SocketHub,
         stats: StatsSource,
         options: WebOptions,
+        overdue_referrals: Callable[[], list[dict[str, Any]]] | None = None,
         outbox_size: int = 10_000,
     ) -> None:
         self._agents = agents
+        # The referral service's list, kept fresh by its sweep (this loop cannot await).
+        self._overdue_referrals = overdue_referrals
         self._bus = bus
         self._hub = hub
         self._stats = stats
@@ -317,11 +320,7 @@ class WebFanout:
 
     def wallboard(self) -> dict[str, Any]:
         snapshots = self.queue_snapshots()
-        # Set by callcenter.web.referrals_http at startup when referrals are served: the
-        # referral service's list, kept fresh by its sweep (this loop cannot await a query).
-        overdue_referrals: Callable[[], list[dict[str, Any]]] | None = getattr(
-            self, "overdue_referrals", None
-        )
+        overdue_referrals = self._overdue_referrals
         return {
             "type": "wallboard",
             "at": time.time(),
