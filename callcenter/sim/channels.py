@@ -61,19 +61,42 @@ class ChannelRedirected(ChannelInterrupted):
 
 @dataclass
 class Bridge:
+    """A bridge as stasis describes it in every Bridge* event.
+
+    ``owner`` is the channel whose PBX thread waits in the bridge (the caller in
+    Queue or Dial); the other members are dialled legs or Local halves with no
+    thread of their own. ``watcher``, when set, is told of a member hanging up
+    instead of the owner (an attended transfer owns the bridges it moves
+    channels between).
+    """
+
     uniqueid: str
     channels: list[Channel] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    bridge_type: str = "basic"
+    creator: str = "<unknown>"
+    name: str = "<unknown>"
+    #: a fixed technology (softmix for ConfBridge); None: a smart basic bridge.
+    technology: str | None = None
+    owner: Channel | None = None
+    watcher: Callable[[Channel], None] | None = None
+    destroyed: bool = False
 
-    def headers(self, count: int | None = None) -> list[tuple[str, str]]:
+    def current_technology(self) -> str:
+        if self.technology is not None:
+            return self.technology
+        # a basic bridge is "smart": it goes multimix when a third party joins
+        return "softmix" if len(self.channels) > 2 else "simple_bridge"
+
+    def headers(self, count: int | None = None, prefix: str = "") -> list[tuple[str, str]]:
         return [
-            ("BridgeUniqueid", self.uniqueid),
-            ("BridgeType", "basic"),
-            ("BridgeTechnology", "simple_bridge"),
-            ("BridgeCreator", "<unknown>"),
-            ("BridgeName", "<unknown>"),
-            ("BridgeNumChannels", str(len(self.channels) if count is None else count)),
-            ("BridgeVideoSourceMode", "none"),
+            (prefix + "BridgeUniqueid", self.uniqueid),
+            (prefix + "BridgeType", self.bridge_type),
+            (prefix + "BridgeTechnology", self.current_technology()),
+            (prefix + "BridgeCreator", self.creator),
+            (prefix + "BridgeName", self.name),
+            (prefix + "BridgeNumChannels", str(len(self.channels) if count is None else count)),
+            (prefix + "BridgeVideoSourceMode", "none"),
         ]
 
 
@@ -157,6 +180,12 @@ class Channel:
         self.prompt_listener: Callable[[Channel, str], None] | None = None
         #: what Dial/Queue/Originate asked for (``agent1``, ``5550100@trunk``).
         self.dialed = resource
+        #: DTMF transfer features the bridge gives this channel (Queue/Dial ``t``/``T``).
+        self.can_transfer = False
+        #: the attended transfer this channel is the transferer of (transfers.py).
+        self.transfer: object | None = None
+        #: DTMF digits collected while matching a feature code.
+        self.feature_digits = ""
 
     # -- snapshot -------------------------------------------------------------
 

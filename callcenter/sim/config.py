@@ -82,6 +82,30 @@ class QueueConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    """features.conf, with Asterisk 22's defaults (main/features_config.c).
+
+    ``atxfer`` has no default code: AMI ``Atxfer`` answers "No attended transfer
+    feature code found" until ``[featuremap] atxfer`` is configured.
+    """
+
+    blindxfer: str = "#"
+    disconnect: str = "*"
+    atxfer: str = ""
+    atxferabort: str = "*1"
+    atxfercomplete: str = "*2"
+    atxferthreeway: str = "*3"
+    atxferswap: str = "*4"
+    #: seconds the transfer target rings before the transfer gives up.
+    atxfernoanswertimeout: float = 15.0
+    #: ``no``: the transferer hanging up while the target rings starts the recall.
+    atxferdropcall: bool = False
+    atxferloopdelay: float = 10.0
+    atxfercallbackretries: int = 2
+    transferdigittimeout: float = 3.0
+
+
+@dataclass
 class SimConfig:
     users: list[ManagerUser] = field(default_factory=lambda: [ManagerUser("lab", "labsecret")])
     endpoints: list[Endpoint] = field(default_factory=list)
@@ -116,6 +140,7 @@ class SimConfig:
     first_sequence: int = 0
     #: first Uniqueid sequence (``1795329071.30``); None: same as first_sequence.
     first_uniqueid: int | None = None
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
 
 LAB_DIALPLAN = r"""

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, bytes], None]
+#: told when a dialled leg leaves its caller: (the channel that ended it, reason or None).
+LegEnd = Callable[[Channel, str | None], None]
 
 DEVICE_STATES = {
     0: "UNKNOWN",
@@ -121,6 +123,18 @@ class PBXCore:
         self.queues: QueueEngine | None = None
         #: called with every finished call leg (for statistics and invariants).
         self.on_hangup: list[Callable[[Channel], None]] = []
+        #: live bridges by BridgeUniqueid (audio paths, transfers, CoreShowChannels).
+        self.bridges: dict[str, Bridge] = {}
+        #: dialled legs whose end the application reports (Queue's AgentComplete):
+        #: leg channel -> (the channel whose thread dialled it, callback(ender, reason)).
+        self.legs: dict[Channel, tuple[Channel, LegEnd]] = {}
+        from .conference import Conferences
+        from .spy import Spying
+        from .transfers import Transfers
+
+        self.transfers = Transfers(self)
+        self.conferences = Conferences(self)
+        self.spying = Spying(self)
 
     # -- events -----------------------------------------------------------------
 
@@ -257,9 +271,7 @@ class PBXCore:
             chan.hangup_cause = cause
         self.chan_event("HangupRequest", chan, extra)
         chan.interrupt(ChannelHungUp())
-        owner = chan.bridge_owner
-        if owner is not None and chan.bridge is not None and not owner.gone:
-            owner.interrupt(PeerLeft())
+        if self._notify_bridge(chan):
             return
         if chan.pbx_task is None and chan.bridge is None and not chan.in_dial:
             self.destroy(chan)
@@ -274,12 +286,136 @@ class PBXCore:
         self.chan_event("SoftHangupRequest", chan, [("Cause", "16")])
         chan.softhangup_sent = True
         chan.interrupt(ChannelHungUp())
-        owner = chan.bridge_owner
-        if owner is not None and chan.bridge is not None and not owner.gone:
-            owner.interrupt(PeerLeft())
+        if self._notify_bridge(chan):
             return
         if chan.pbx_task is None and chan.bridge is None and not chan.in_dial:
             self.destroy(chan)
+
+    def _notify_bridge(self, chan: Channel) -> bool:
+        """A bridged channel hangs up: whoever runs its bridge deals with it."""
+        bridge = chan.bridge
+        if bridge is None:
+            return False
+        if bridge.watcher is not None:
+            bridge.watcher(chan)
+            return True
+        owner = bridge.owner
+        if owner is not None and owner is not chan and not owner.gone:
+            owner.interrupt(PeerLeft())
+            return True
+        return False
+
+    # -- bridges ------------------------------------------------------------------
+
+    def new_bridge(
+        self,
+        *,
+        bridge_type: str = "basic",
+        creator: str = "<unknown>",
+        name: str = "<unknown>",
+        technology: str | None = None,
+    ) -> Bridge:
+        bridge = Bridge(
+            str(uuid.UUID(int=self.random.getrandbits(128), version=4)),
+            bridge_type=bridge_type,
+            creator=creator,
+            name=name,
+            technology=technology,
+        )
+        self.bridges[bridge.uniqueid] = bridge
+        self.emit("BridgeCreate", "call,all", bridge.headers(0))
+        return bridge
+
+    def bridge_enter(self, bridge: Bridge, chan: Channel) -> None:
+        bridge.channels.append(chan)
+        chan.bridge = bridge
+        chan.bridge_owner = bridge.owner if bridge.owner is not chan else None
+        self.emit("BridgeEnter", "call,all", [*bridge.headers(), *chan.snapshot()])
+
+    def bridge_leave(self, bridge: Bridge, chan: Channel) -> None:
+        if chan not in bridge.channels:
+            return
+        bridge.channels.remove(chan)
+        if chan.bridge is bridge:
+            chan.bridge = None
+        self.emit("BridgeLeave", "call,all", [*bridge.headers(), *chan.snapshot()])
+
+    def bridge_destroy(self, bridge: Bridge) -> None:
+        if bridge.destroyed:
+            return
+        bridge.destroyed = True
+        bridge.ended.set()
+        self.bridges.pop(bridge.uniqueid, None)
+        self.emit("BridgeDestroy", "call,all", bridge.headers(0))
+
+    def bridge_merge(self, dest: Bridge, src: Bridge, kick: Channel | None = None) -> None:
+        """bridge_do_merge: ``src``'s channels move into ``dest``; ``kick`` leaves instead."""
+        self.emit(
+            "BridgeMerge", "call,all", [*dest.headers(prefix="To"), *src.headers(prefix="From")]
+        )
+        if kick is not None:
+            self.bridge_leave(src, kick)
+        for chan in list(src.channels):
+            self.bridge_leave(src, chan)
+            self.bridge_enter(dest, chan)
+
+    def end_leg(self, chan: Channel, ender: Channel, reason: str | None = None) -> None:
+        """The dialled leg ``chan`` (or every leg ``chan``'s thread dialled) is over."""
+        for leg, (owner, callback) in list(self.legs.items()):
+            if leg is chan or owner is chan:
+                del self.legs[leg]
+                callback(ender, reason)
+
+    def member_departed(self, bridge: Bridge, chan: Channel) -> None:
+        """A threadless member hung up and leaves a bridge that goes on without it."""
+        self.end_leg(chan, chan)
+        self.bridge_leave(bridge, chan)
+        if not chan.gone and chan.pbx_task is None:
+            self.destroy(chan, 16)
+
+    def watch_plain(self, bridge: Bridge) -> None:
+        """A bridge nobody's thread runs: it dissolves when one party is left."""
+        bridge.owner = None
+
+        def member_hung_up(chan: Channel) -> None:
+            self.member_departed(bridge, chan)
+            alive = [c for c in bridge.channels if not c.soft_hangup]
+            if len(alive) > 1:
+                return
+            for other in list(bridge.channels):
+                self.end_leg(other, chan)
+                self.bridge_leave(bridge, other)
+                if other.pbx_task is None:
+                    self.destroy(other, 16)
+                else:
+                    other.interrupt(PeerLeft())
+            self.bridge_destroy(bridge)
+
+        bridge.watcher = member_hung_up
+
+    def redirect(self, chan: Channel, target: tuple[str, str, int]) -> None:
+        """ast_async_goto: the channel leaves what it does (a bridge too) and runs ``target``."""
+        if chan.pbx_task is not None:
+            chan.redirect_to = target
+            chan.interrupt(ChannelRedirected())
+            return
+        bridge = chan.bridge
+        if bridge is not None:
+            self.end_leg(chan, chan)
+            self.bridge_leave(bridge, chan)
+            if bridge.owner is not None and bridge.owner in bridge.channels:
+                # the two-party bridge it leaves dissolves (unless its owner moves too)
+                bridge.owner.interrupt(PeerLeft())
+            elif bridge.watcher is None and len(bridge.channels) <= 1:
+                for other in list(bridge.channels):
+                    self.bridge_leave(bridge, other)
+                    if other.pbx_task is None:
+                        self.destroy(other, 16)
+                self.bridge_destroy(bridge)
+        chan.bridge_owner = None
+        chan.context, chan.exten, chan.priority = target
+        chan.redirect_to = None
+        self.start_pbx(chan)
 
     def destroy(self, chan: Channel, cause: int | None = None) -> None:
         """The channel is gone: the Hangup event, device state, Local peer."""
@@ -719,9 +855,26 @@ class PBXCore:
                     if bridged is not other_half:
                         self.set_connected(bridged, peer.caller_num, peer.caller_name)
             other_half.pending_callerid = (peer.caller_num, peer.caller_name)
+        options = args[2] if len(args) > 2 else ""
+        # t: the called party may transfer; T: the caller may (features.conf codes)
+        peer.can_transfer = "t" in options
+        chan.can_transfer = "T" in options
+        if chan.state != UP:
+            # the bridge answers the caller first (as features.c pre_bridge_setup)
+            self.set_state(chan, UP)
         # without the g option Dial ends the call whoever hung up first
         await self.bridge_pair(chan, peer)
         return AppResult.HANGUP
+
+    async def app_confbridge(self, chan: Channel, data: str) -> str:
+        return await self.conferences.app(chan, data)
+
+    async def app_chanspy(self, chan: Channel, data: str) -> str:
+        return await self.spying.app(chan, data)
+
+    def audio_paths(self) -> set[tuple[str, str]]:
+        """Who hears whom now: (listener, speaker) channel names, as the media would flow."""
+        return self.spying.audio_paths()
 
     def sound_seconds(self, name: str) -> float:
         return self.config.sounds.get(name, self.config.default_sound_samples) / 8000.0
@@ -886,48 +1039,75 @@ class PBXCore:
         peer: Channel,
         *,
         creator_first: bool = False,
-        on_end: Callable[[Channel], None] | None = None,
+        on_end: LegEnd | None = None,
     ) -> Channel:
-        """Bridge ``owner`` (whose thread runs this) with ``peer`` until one leaves.
+        """Bridge ``owner`` (whose thread runs this) with ``peer`` until she is alone.
 
         Returns the channel that ended the bridge. The peer (a dialled leg with
         no dialplan of its own) is hung up afterwards, as app_dial/app_queue do.
+        Transfers and three-way calls change who else is in the bridge meanwhile;
+        as bridge_basic's hangup hook does, a party leaving a bridge of three or
+        more just leaves, and the bridge dissolves when one party is left.
+        ``on_end`` is told once when the peer's leg ends (``reason`` is
+        ``"transfer"`` when a transfer took it away).
         """
-        bridge = Bridge(str(uuid.UUID(int=self.random.getrandbits(128), version=4)))
-        self.emit("BridgeCreate", "call,all", bridge.headers(0))
+        bridge = self.new_bridge()
+        bridge.owner = owner
         first, second = (owner, peer) if creator_first else (peer, owner)
         for chan in (first, second):
-            bridge.channels.append(chan)
-            chan.bridge = bridge
-            self.emit("BridgeEnter", "call,all", [*bridge.headers(), *chan.snapshot()])
+            self.bridge_enter(bridge, chan)
         self._start_talk_timer(peer)
         self.set_var(peer, "BRIDGEPEER", owner.name)
         self.set_var(owner, "BRIDGEPEER", peer.name)
-        peer.bridge_owner = owner
-        ender: Channel = owner
-        try:
-            await owner.wait(None)
-        except PeerLeft:
-            ender = peer
-            owner.clear_interrupt()
-        except ChannelHungUp:
-            ender = owner
         if on_end is not None:
-            on_end(ender)
+            self.legs[peer] = (owner, on_end)
+        ender: Channel = owner
+        redirected: ChannelRedirected | None = None
+        while True:
+            try:
+                await owner.wait(None)
+            except PeerLeft:
+                owner.clear_interrupt()
+                if owner.redirect_to is not None:
+                    redirected = ChannelRedirected()
+                    break
+                others = [c for c in bridge.channels if c is not owner]
+                departed = [c for c in others if c.soft_hangup or c.gone]
+                if len(others) > len(departed):
+                    for chan in departed:
+                        self.member_departed(bridge, chan)
+                    continue
+                ender = departed[0] if departed else peer
+            except ChannelHungUp:
+                ender = owner
+                alive = [c for c in bridge.channels if c is not owner and not c.soft_hangup]
+                if len(alive) >= 2:
+                    # she leaves a three-way call; the others stay bridged
+                    self.end_leg(owner, owner)
+                    self.bridge_leave(bridge, owner)
+                    self.watch_plain(bridge)
+                    owner.hangup_cause = owner.hangup_cause or 16
+                    return ender
+            except ChannelRedirected as exc:
+                redirected = exc
+            break
+        self.end_leg(owner, ender)
         if owner.pending_callerid is not None:
             self.set_callerid(owner, *owner.pending_callerid)
             owner.pending_callerid = None
-        order = [owner, peer] if ender is owner else [peer, owner]
-        for chan in order:
-            if chan in bridge.channels:
-                bridge.channels.remove(chan)
-                self.emit("BridgeLeave", "call,all", [*bridge.headers(), *chan.snapshot()])
-                chan.bridge = None
-        self.emit("BridgeDestroy", "call,all", bridge.headers(0))
-        if not peer.gone:
-            self.destroy(peer, 16)
-        if ender is peer and not owner.soft_hangup:
-            owner.hangup_cause = owner.hangup_cause or 16
+        order = [ender] if ender in bridge.channels else []
+        if owner not in order:
+            order.append(owner)
+        order += [c for c in bridge.channels if c not in order]
+        members = [c for c in order if c in bridge.channels]
+        for chan in members:
+            self.bridge_leave(bridge, chan)
+        self.bridge_destroy(bridge)
+        for chan in members:
+            if chan is not owner and not chan.gone and chan.pbx_task is None:
+                self.destroy(chan, 16)
+        if redirected is not None:
+            raise redirected
         owner.hangup_cause = owner.hangup_cause or 16
         return ender
 
@@ -1159,6 +1339,8 @@ class PBXCore:
                 "dtmf,all",
             )
             chan.deliver_digit(digit)
+            # a bridged phone's digits may be a feature code (atxfer abort, complete...)
+            self.transfers.on_digit(chan, digit)
 
 
 def parse_callerid(text: str) -> tuple[str | None, str | None]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from callcenter.pbx import asterisk_conf
 
-from .config import Endpoint, ManagerUser, PhoneBehaviour, QueueConfig, SimConfig
+from .config import Endpoint, FeaturesConfig, ManagerUser, PhoneBehaviour, QueueConfig, SimConfig
 
 DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
 
@@ -75,6 +75,41 @@ def shipped_queues(path: Path | None = None) -> list[QueueConfig]:
     return queues
 
 
+def shipped_features(path: Path | None = None) -> FeaturesConfig:
+    """features.conf as shipped (``dialplans/features_1090.conf``), else Asterisk's defaults.
+
+    Without a shipped ``[featuremap] atxfer`` code, Asterisk (and so the simulator)
+    refuses AMI Atxfer: "No attended transfer feature code found".
+    """
+    path = path or DIALPLANS / "features_1090.conf"
+    features = FeaturesConfig()
+    if not path.exists():
+        return features
+    conf = asterisk_conf.load(path)
+    names = conf.section_names()
+
+    def get(section: str, option: str) -> str | None:
+        return conf.resolved_get(section, option) if section in names else None
+
+    for option in ("blindxfer", "disconnect", "atxfer"):
+        value = get("featuremap", option)
+        if value is not None:
+            setattr(features, option, value.strip())
+    for option in ("atxferabort", "atxfercomplete", "atxferthreeway", "atxferswap"):
+        value = get("general", option)
+        if value is not None:
+            setattr(features, option, value.strip())
+    # features.conf gives these in seconds (transferdigittimeout, atxfernoanswertimeout...)
+    for option in ("atxfernoanswertimeout", "atxferloopdelay", "transferdigittimeout"):
+        value = get("general", option)
+        if value is not None and value.strip().replace(".", "", 1).isdigit():
+            setattr(features, option, float(value))
+    retries = get("general", "atxfercallbackretries")
+    features.atxfercallbackretries = _int(retries, features.atxfercallbackretries)
+    features.atxferdropcall = _bool(get("general", "atxferdropcall"), features.atxferdropcall)
+    return features
+
+
 def helpline_config(
     agents: Sequence[SimAgent] = (),
     *,
@@ -109,4 +144,5 @@ def helpline_config(
         dialplan=(DIALPLANS / "extensions_1090.conf").read_text(),
         shared_lastcall=_bool(general.get("shared_lastcall"), True),
         persistentmembers=_bool(general.get("persistentmembers"), True),
+        features=shipped_features(),
     )

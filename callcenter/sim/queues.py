@@ -61,6 +61,8 @@ class Entry:
     original_pos: int = 0
     pending: bool = False
     linpos: int = 0
+    #: Queue()'s options (``t``: the agent may transfer her).
+    options: str = ""
 
 
 @dataclass
@@ -443,7 +445,7 @@ class QueueEngine:
             core.set_var(chan, "QUEUESTATUS", "JOINEMPTY")
             return AppResult.NEXT
         now = core.clock.now()
-        entry = Entry(chan, prio, now)
+        entry = Entry(chan, prio, now, options=args[1] if len(args) > 1 else "")
         index = len(queue.entries)
         for i, other in enumerate(queue.entries):
             if other.prio < prio:
@@ -678,9 +680,9 @@ class QueueEngine:
             core.set_state(chan, UP)
         started = core.clock.now()
 
-        def complete(ender: Channel) -> None:
+        def complete(ender: Channel, why: str | None) -> None:
             talk = int(core.clock.now() - started)
-            reason = "caller" if ender is chan else "agent"
+            reason = why or ("caller" if ender is chan else "agent")
             self._agent_event(
                 "AgentComplete",
                 queue,
@@ -703,6 +705,9 @@ class QueueEngine:
                 queue.completed_in_sl += 1
             queue.talktime = (queue.talktime * 3 + talk) // 4
 
+        # t: the agent may transfer her; T: she may transfer the agent
+        peer.can_transfer = "t" in entry.options
+        chan.can_transfer = "T" in entry.options
         await core.bridge_pair(chan, peer, on_end=complete)
 
     # -- AMI views ---------------------------------------------------------------------------

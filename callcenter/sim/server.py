@@ -20,7 +20,7 @@ from callcenter.ami.errors import AMIProtocolError
 from callcenter.ami.frame import Frame
 from callcenter.ami.parser import AMIParser
 
-from .channels import STATE_DESC, ChannelRedirected
+from .channels import STATE_DESC, Channel
 from .clock import Clock
 from .config import PhoneBehaviour, SimConfig
 from .core import PBXCore
@@ -450,34 +450,143 @@ async def _originate(s: AMISession, f: Frame) -> None:
         s.error(f, "Originate failed")
 
 
+def _priority(core: PBXCore, context: str, exten: str, text: str) -> int:
+    """A number, or a label looked up in the dialplan (ast_findlabel_extension); 0: none."""
+    if text.isdigit():
+        return int(text)
+    ext = core.dialplan.find(context, exten)
+    return ext.labels.get(text, 0) if ext is not None else 0
+
+
 async def _redirect(s: AMISession, f: Frame) -> None:
+    """manager.c action_redirect, with ExtraChannel (a dual redirect keeps the pair together)."""
     name = f.get("Channel")
     if not name:
         s.error(f, "Channel not specified")
         return
+    core = s.sim.core
     exten = f.get("Exten")
     if not exten:
         s.error(f, "Exten not specified")
         return
-    core = s.sim.core
     chan = core.find_channel(name)
+    context = f.get("Context") or (chan.context if chan is not None else "")
+    priority = _priority(core, context, exten, f.get("Priority") or "1")
+    if priority < 1:
+        s.error(f, "Priority is invalid")
+        return
+    name2, context2 = f.get("ExtraChannel"), f.get("ExtraContext")
+    exten2, priority2 = f.get("ExtraExten"), 0
+    if name2 and context2:
+        if not exten2:
+            s.error(f, "ExtraExten not specified")
+            return
+        if not f.get("ExtraPriority"):
+            s.error(f, "ExtraPriority not specified")
+            return
+        priority2 = _priority(core, context2, exten2, f.get("ExtraPriority") or "")
+        if priority2 < 1:
+            s.error(f, "ExtraPriority is invalid")
+            return
     if chan is None:
         s.error(f, f"Channel does not exist: {name}")
         return
-    prio_text = f.get("Priority") or "1"
-    target = (f.get("Context") or chan.context, exten, int(prio_text) if prio_text.isdigit() else 1)
-    s.success(f, "Redirect successful")
-    chan.redirect_to = target
-    if chan.pbx_task is not None:
-        chan.interrupt(ChannelRedirected())
-    elif chan.bridge_owner is not None and chan.bridge is not None:
-        from .core import PeerLeft
+    if chan.soft_hangup:
+        s.error(f, "Redirect failed, channel not up.")
+        return
+    if not name2:
+        s.success(f, "Redirect successful")
+        core.redirect(chan, (context, exten, priority))
+        return
+    chan2 = core.find_channel(name2)
+    if chan2 is None:
+        s.error(f, f"ExtraChannel does not exist: {name2}")
+        return
+    if chan2.soft_hangup:
+        s.error(f, "Redirect failed, extra channel not up.")
+        return
+    s.success(f, "Dual Redirect successful")
+    second = (context2, exten2 or exten, priority2) if context2 else (context, exten, priority)
+    # AST_FLAG_BRIDGE_DUAL_REDIRECT_WAIT: the bridge they share must not dissolve
+    # between the two gotos, so the channel whose thread runs it moves first.
+    moves = [(chan, (context, exten, priority)), (chan2, second)]
+    moves.sort(key=lambda move: move[0].pbx_task is None)
+    for target_chan, target in moves:
+        core.redirect(target_chan, target)
 
-        chan.bridge_owner.interrupt(PeerLeft())
+
+async def _blind_transfer(s: AMISession, f: Frame) -> None:
+    name, exten = f.get("Channel"), f.get("Exten")
+    if not name:
+        s.error(f, "No channel specified")
+        return
+    if not exten:
+        s.error(f, "No extension specified")
+        return
+    core = s.sim.core
+    chan = core.find_channel(name)
+    if chan is None:
+        s.error(f, "Channel specified does not exist")
+        return
+    context = f.get("Context") or chan.context
+    result = core.transfers.blind(chan, exten, context)
+    if result == "Success":
+        s.success(f, "Transfer succeeded")
+    elif result == "Invalid":
+        s.error(f, "Transfer invalid")
     else:
-        chan.context, chan.exten, chan.priority = target
-        chan.redirect_to = None
-        core.start_pbx(chan)
+        s.error(f, "Transfer failed")
+
+
+async def _atxfer(s: AMISession, f: Frame) -> None:
+    name, exten = f.get("Channel"), f.get("Exten")
+    if not name:
+        s.error(f, "No channel specified")
+        return
+    if not exten:
+        s.error(f, "No extension specified")
+        return
+    core = s.sim.core
+    chan = core.find_channel(name)
+    if chan is None:
+        s.error(f, "Channel specified does not exist")
+        return
+    code = core.config.features.atxfer
+    if not code:
+        s.error(f, "No attended transfer feature code found")
+        return
+    context = f.get("Context")
+    if context:
+        core.set_var(chan, "TRANSFER_CONTEXT", context)
+    s.success(f, "Atxfer successfully queued")
+    core.spawn(_queued_atxfer(core, chan, code, exten))
+
+
+async def _queued_atxfer(core: PBXCore, chan: Channel, code: str, exten: str) -> None:
+    """The queued DTMF reaches the bridge: the atxfer feature fires if she may transfer."""
+    await core.clock.sleep(0)
+    if chan.gone:
+        return
+    core.transfers.queue_digits(chan, code + exten)
+    core.transfers.attended(chan, exten)
+
+
+async def _cancel_atxfer(s: AMISession, f: Frame) -> None:
+    name = f.get("Channel")
+    if not name:
+        s.error(f, "No channel specified")
+        return
+    core = s.sim.core
+    chan = core.find_channel(name)
+    if chan is None:
+        s.error(f, "Channel specified does not exist")
+        return
+    code = core.config.features.atxferabort
+    if not code:
+        s.error(f, "No disconnect feature code found")
+        return
+    s.success(f, "CancelAtxfer successfully queued")
+    core.transfers.queue_digits(chan, code)
 
 
 async def _hangup(s: AMISession, f: Frame) -> None:
@@ -677,6 +786,9 @@ ACTIONS: dict[str, Callable[[AMISession, Frame], Awaitable[None]]] = {
     "queuepenalty": _queue_penalty,
     "originate": _originate,
     "redirect": _redirect,
+    "blindtransfer": _blind_transfer,
+    "atxfer": _atxfer,
+    "cancelatxfer": _cancel_atxfer,
     "hangup": _hangup,
     "setvar": _setvar,
     "getvar": _getvar,
