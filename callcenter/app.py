@@ -25,6 +25,8 @@ from callcenter.agents.accounts import AccountService
 from callcenter.agents.roster import load_roster
 from callcenter.agents.routing import OwnerRoutedDirectory
 from callcenter.agents.service import AgentService, CallHistory, RecordedCallHistory
+from callcenter.agents.supervision import SupervisionService
+from callcenter.agents.transfers import TransferService, load_transfer_settings
 from callcenter.agents.views import AgentView, CallCard, EarlierContact
 from callcenter.ami import AMIClient
 from callcenter.bus import Bus, InProcessBus, RedisBus
@@ -93,6 +95,8 @@ class CallCenter:
         self.accounts = AccountService(self.store)
         self.audit = AuditLog(self.store, anchor_key=anchor_key_from_env())
         self.cases = CaseService(self.store, self.vault, self.audit)
+        self.consent = ConsentService(self.store, self.vault, self.audit)
+        self.transfer_settings = load_transfer_settings(settings.agents.transfers_file)
         self.history = CallerHistory(self.store, self.cases)
         self.roster = (
             load_roster(settings.agents.roster_file) if settings.agents.roster_file else None
@@ -192,7 +196,19 @@ class CallCenter:
         )
         agents = AgentService(node, self.accounts, history=self.history,
                               on_duty=self.on_duty if self.roster is not None else None)
-        return NodeRuntime(node_settings.name, client, node, stats, ivr, agents=agents)
+        runtime = NodeRuntime(node_settings.name, client, node, stats, ivr, agents=agents)
+        runtime.extras["transfers"] = TransferService(
+            node, self.accounts, self.store, self.audit, self.consent, self.vault,
+            self.transfer_settings, publish=self._publish_pop,
+        )
+        runtime.extras["supervision"] = SupervisionService(node, self.accounts, self.audit)
+        return runtime
+
+    async def _publish_pop(self, username: str, pop: dict[str, Any]) -> None:
+        # A hand-over pop reaches her console on whichever instance serves it.
+        from callcenter.web.bus_events import ScreenPopped
+
+        await self.bus.publish(ScreenPopped(username=username, pop=pop))
 
     async def _become_owner(self, runtime: NodeRuntime) -> None:
         log.info("serving PBX %s", runtime.name)
@@ -324,6 +340,7 @@ async def serve_web(
 
     from callcenter.web.app import make_app
     from callcenter.web.deps import StoreCallLookup, WebDeps, WebOptions
+    from callcenter.web.transfers_http import TransferDeps
 
     first = next(iter(center.nodes.values()))
     assert first.agents is not None
@@ -351,10 +368,11 @@ async def serve_web(
         },
         wrapup_sink=WrapUpToCase(center),
         cases=center.cases,
-        consent=ConsentService(center.store, center.vault, center.audit),
+        consent=center.consent,
         search=CaseSearch(center.store, center.audit),
         audit=center.audit,
         recordings=center.recordings,
+        transfers=TransferDeps(first.extras["transfers"], first.extras["supervision"]),
         store=center.store,
         redis=center._redis,
         options=WebOptions(cookie_secure=cookie_secure,

@@ -123,6 +123,9 @@ class AgentsSettings(_Section):
     #: Duty roster (TOML, see config/roster.sample.toml); the wallboard shows who is
     #: rostered and not logged in. None: no roster.
     roster_file: Path | None = None
+    #: Where an agent may hand a call on (queues, named services, 112...) and which consent
+    #: covers showing her number there.
+    transfers_file: Path = Path("config/transfers.toml")
 
 
 class RecordingSettings(_Section):
