@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -618,7 +618,7 @@ async def shared_postgres(postgres_url: str) -> AsyncIterator[str]:
 
 
 @pytest.mark.timeout(90)
-async def test_two_instances_run_1000_calls_exactly_once_while_one_dies(
+async def test_two_instances_run_1000_fake_calls_exactly_once_while_one_dies(
     shared_postgres: str,
 ) -> None:
     pbx = RecordingPbx()
@@ -637,21 +637,26 @@ async def test_two_instances_run_1000_calls_exactly_once_while_one_dies(
 
         kills.append(asyncio.create_task(die()))
 
-    async def callback(ctx: TaskContext) -> str:
-        variables = await ctx.before_call()
-        await asyncio.sleep(rng.uniform(0, 0.002))  # Originate round trip
-        await pbx.originate(variables)
-        if ctx.fence == 1 and not crashed and len(pbx.originates) >= total // 4:
-            # The crash point: the Originate went out, its result is not committed.
-            crashed.append(ctx.task_id)
-            crash("app-1")
-            await asyncio.Event().wait()
-        return "reached"
+    def handler(name: str) -> Callable[[TaskContext], Awaitable[str]]:
+        async def callback(ctx: TaskContext) -> str:
+            variables = await ctx.before_call()
+            await asyncio.sleep(rng.uniform(0, 0.002))  # Originate round trip
+            await pbx.originate(variables)
+            if name == "app-1" and not crashed and len(pbx.originates) >= total // 4:
+                # The crash point: the Originate went out, its result is not committed.
+                # Only app-1's own worker may stand here: a survivor's worker that
+                # crashed another instance and then hung would hold its task for ever.
+                crashed.append(ctx.task_id)
+                crash("app-1")
+                await asyncio.Event().wait()
+            return "reached"
+
+        return callback
 
     def start(name: str) -> Scheduler:
         stores[name] = Store.from_url(shared_postgres)
         scheduler = Scheduler(
-            stores[name], name, {"callback": callback},
+            stores[name], name, {"callback": handler(name)},
             settler=pbx, lease=timedelta(seconds=2), lease_margin=timedelta(seconds=0.5),
             backoff=Backoff(base=timedelta(milliseconds=200)),
             concurrency=8, poll_interval=0.05,
@@ -708,6 +713,184 @@ async def test_two_instances_run_1000_calls_exactly_once_while_one_dies(
     assert sorted(dialled) == sorted(ids), "every caller was dialled"
     assert max(dialled.values()) == 1, "no caller was dialled twice"
     assert sum(n for (state, _), n in states.items() if state == "done") == total
+    assert crashed_row is not None and crashed_row.outcome == "placed"
+    placed = sum(s.stats.by_settlement.get("placed", 0) for s in schedulers.values())
+    assert placed >= 1, "the crash after the Originate was settled, not re-dialled"
+
+
+# -- the same on the simulated PBX, over real AMI/TCP ---------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_two_instances_place_1000_callbacks_on_the_pbx_exactly_once_while_one_dies(
+    shared_postgres: str,
+) -> None:
+    """Counted on the simulator: its Originate log, and the Dials to her number."""
+    from callcenter.ami import AMIClient
+    from callcenter.ami.client import Backoff as AmiBackoff
+    from callcenter.followups.dialler import (
+        NOT_CALLED,
+        AmiCallSettler,
+        AmiDialler,
+        OutboundCall,
+    )
+    from callcenter.pbx.operations import PbxOperations
+    from callcenter.sim.clock import Clock
+    from callcenter.sim.helpline import OUTBOUND_TRUNK, SimAgent, helpline_config
+    from callcenter.sim.server import SimPBX
+
+    total = 1000
+    agents = [
+        SimAgent(f"agent{n}", f"Agent {n}", answer_after=0.5, hangup_after=20.0)
+        for n in range(40)
+    ]
+    sim = SimPBX(helpline_config(agents, emergency_answers=True), clock=Clock(100.0))
+    await sim.start(port=0)
+    core = sim.core
+    # Who was really dialled: the Dials of the callback's second half to the trunk.
+    dialled: collections.Counter[int] = collections.Counter()
+    refused: list[str] = []
+
+    def watch(name: str, pairs: list[tuple[str, str]]) -> None:
+        headers = dict(pairs)
+        if name == "DialBegin" and headers.get("DestChannel", "").startswith(
+            f"PJSIP/{OUTBOUND_TRUNK}"
+        ):
+            chan = core.by_uniqueid.get(headers.get("Uniqueid", ""))
+            assert chan is not None
+            dialled[int(chan.variables["WPL_TASK"])] += 1
+        elif name == "VarSet" and headers.get("Variable") == "WPL_STALE":
+            refused.append(headers.get("Value", ""))
+
+    core.listeners.append(watch)
+    user = sim.config.users[0]
+    clients: dict[str, AMIClient] = {}
+    schedulers: dict[str, Scheduler] = {}
+    stores: dict[str, Store] = {}
+    crashed: list[int] = []
+    kills: list[asyncio.Task[None]] = []
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    def crash(name: str) -> None:
+        async def die() -> None:
+            await schedulers[name].kill()
+            await stores[name].close()
+            await clients[name].close()
+
+        kills.append(asyncio.create_task(die()))
+
+    async def connect(name: str) -> AMIClient:
+        client = AMIClient(
+            "127.0.0.1", sim.port, user.username, user.secret, "md5",
+            ping_interval=None, backoff=AmiBackoff(initial=0.01, maximum=0.1),
+            name=name,
+        )
+        await client.connect()
+        clients[name] = client
+        return client
+
+    setup = PbxOperations(await connect("setup"))
+    for agent in agents:
+        await setup.add_member("wpl-callback", f"PJSIP/{agent.endpoint}",
+                               member_name=agent.endpoint)
+    await clients.pop("setup").close()  # one reader fewer of every event
+
+    def start(name: str, client: AMIClient) -> None:
+        ops = PbxOperations(client)
+        dialler = AmiDialler(client, ops=ops)
+
+        async def callback(ctx: TaskContext) -> str:
+            call = OutboundCall(
+                destination=f"98{ctx.task_id:08d}", token=f"T{ctx.task_id}",
+                callback_id=ctx.task_id, queue_wait_s=60,
+            )
+            if name == "app-1" and not crashed and len(core.originate_log) >= total // 4:
+                # The crash point: the Originate is on the wire, its result not committed.
+                crashed.append(ctx.task_id)
+                placing = asyncio.create_task(dialler.place(ctx, call))
+                while not any(  # noqa: ASYNC110 - the state lives in the simulator
+                    r.variables.get("WPL_TASK") == str(ctx.task_id) for r in core.originate_log
+                ):
+                    await asyncio.sleep(0.001)
+                crash(name)
+                await placing
+            result = await dialler.place(ctx, call)
+            outcomes[result.value] += 1
+            if result in NOT_CALLED:
+                raise RetryTask(result.value)
+            return result.value
+
+        stores[name] = Store.from_url(shared_postgres)
+        scheduler = Scheduler(
+            stores[name], name, {"callback": callback}, settler=AmiCallSettler(ops),
+            lease=timedelta(seconds=2), lease_margin=timedelta(seconds=0.5),
+            live_call_recheck=timedelta(seconds=0.3),
+            backoff=Backoff(base=timedelta(milliseconds=200)),
+            concurrency=12, poll_interval=0.05,
+        )
+        schedulers[name] = scheduler
+        scheduler.start()
+
+    planner = Scheduler(Store.from_url(shared_postgres), "planner", {})
+    now = datetime.now(UTC)
+    ids = [
+        await planner.schedule("callback", {"callback_id": n}, now, max_attempts=5)
+        for n in range(total)
+    ]
+    await planner._store.close()
+
+    try:
+        start("app-1", await connect("app-1"))
+        start("app-2", await connect("app-2"))
+        async with asyncio.timeout(90):
+            while not crashed:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*kills)
+            start("app-3", await connect("app-3"))
+            while len(core.originate_log) < total // 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            crash("app-3")
+            await asyncio.gather(*kills)
+            check = Store.from_url(shared_postgres)
+            try:
+                while True:
+                    async with check.session() as session:
+                        unfinished = await session.scalar(
+                            select(func.count()).select_from(ScheduledTask).where(
+                                ScheduledTask.state.not_in(["done", "failed", "cancelled"])
+                            )
+                        )
+                    if unfinished == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                async with check.session() as session:
+                    states = collections.Counter(
+                        (await session.execute(
+                            select(ScheduledTask.state, ScheduledTask.outcome)
+                        )).all()
+                    )
+                    crashed_row = await session.get(ScheduledTask, crashed[0])
+            finally:
+                await check.close()
+    finally:
+        for name, scheduler in schedulers.items():
+            if name == "app-2":
+                await scheduler.stop()
+                await stores[name].close()
+        for client in clients.values():
+            await client.close()
+        await sim.stop()
+
+    originated = collections.Counter(int(r.variables["WPL_TASK"]) for r in core.originate_log)
+    assert sorted(originated) == sorted(ids), "every task reached the PBX"
+    missing = sorted(set(ids) - set(dialled))
+    assert missing == [], f"every woman was dialled; outcomes {states}"
+    assert max(dialled.values()) == 1, "none was dialled twice"
+    # A second Originate of a task is a retry after no agent came (she was not dialled
+    # then) or a stale one the dialplan refused before it rang anyone.
+    retried = outcomes["agent_timeout"] + outcomes["not_dialled"]
+    assert sum(originated.values()) - total == retried + len(refused)
+    assert sum(n for (state, _), n in states.items() if state == "done") == total, states
     assert crashed_row is not None and crashed_row.outcome == "placed"
     placed = sum(s.stats.by_settlement.get("placed", 0) for s in schedulers.values())
     assert placed >= 1, "the crash after the Originate was settled, not re-dialled"

@@ -353,6 +353,49 @@ class Scheduler:
             return task_id
         raise RuntimeError("could not store the task: its dedupe key kept changing hands")
 
+    async def add(
+        self,
+        session: AsyncSession,
+        kind: str,
+        payload: Mapping[str, Any],
+        due_at: datetime,
+        max_attempts: int = 3,
+        *,
+        case_id: int | None = None,
+        call_record_id: int | None = None,
+    ) -> int:
+        """Store a task inside the caller's transaction; returns its id.
+
+        For a domain row and its task that must appear together or not at all (a callback
+        and the task that places it). Call :meth:`wake` after the commit.
+        """
+        if not kind or len(kind) > KIND_MAX:
+            raise ValueError("task kind must be 1..64 characters")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        now = self._now()
+        row = ScheduledTask(
+            kind=kind, payload=check_payload(payload), dedupe_key=None, case_id=case_id,
+            call_record_id=call_record_id, due_at=due_at.astimezone(UTC),
+            state=TaskState.PENDING.value, attempts=0, max_attempts=max_attempts,
+            fence=0, created_at=now, updated_at=now,
+        )
+        session.add(row)
+        await session.flush()
+        return row.id
+
+    async def cancel_in(self, session: AsyncSession, task_id: int) -> bool:
+        """:meth:`cancel` inside the caller's transaction."""
+        now = self._now()
+        result = await session.execute(
+            update(ScheduledTask)
+            .where(ScheduledTask.id == task_id, ScheduledTask.state == TaskState.PENDING)
+            .values(state=TaskState.CANCELLED.value, outcome="cancelled",
+                    updated_at=now, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def _dedupe(
         self,
         session: AsyncSession,

@@ -839,9 +839,15 @@ class PBXCore:
         if not targets:
             return AppResult.NEXT
         tech, _, resource = targets[0].partition("/")
-        status, peer = await self.dial(
-            chan, resource, ring_for=timeout, app="AppDial", dialstring=resource
-        )
+        try:
+            status, peer = await self.dial(
+                chan, resource, ring_for=timeout, app="AppDial", dialstring=resource
+            )
+        except ChannelInterrupted:
+            # app_dial: the caller hung up (or was taken away) while it rang: CANCEL, which
+            # the h extension still sees.
+            self.set_var(chan, "DIALSTATUS", "CANCEL")
+            raise
         self.set_var(chan, "DIALSTATUS", status)
         if status != "ANSWER" or peer is None:
             return AppResult.NEXT
