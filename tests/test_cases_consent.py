@@ -94,6 +94,18 @@ async def test_only_a_supervisor_can_reveal_even_with_consent(
     ] * 3
 
 
+async def test_consent_to_sms_never_reveals_her_number(
+    migrated_store: Store, vault: Vault, consent: ConsentService
+) -> None:
+    identity = await caller(migrated_store, vault)
+    await consent.record_consent(identity, "sms", recorded_by="agent.asha")
+    with pytest.raises(RevealNotAllowed):
+        await consent.reveal(identity, "sup.meena", "supervisor", "sms")
+    with pytest.raises(RevealWithoutConsent):  # and it covers no other purpose either
+        await consent.reveal(identity, "sup.meena", "supervisor", "police")
+    assert [e["granted"] for e in await reveals(migrated_store)] == [False, False]
+
+
 async def test_reveal_allowed_with_consent_for_that_purpose(
     migrated_store: Store, vault: Vault, consent: ConsentService, clock: Clock
 ) -> None:

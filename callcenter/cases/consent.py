@@ -320,6 +320,11 @@ class ConsentService:
             return _Decision(
                 False, RevealNotAllowed, "only a supervisor can reveal a caller's number"
             )
+        if scope is ConsentScope.SMS:
+            # Agreeing to a text message is not agreeing to anyone seeing her number.
+            return _Decision(
+                False, RevealNotAllowed, "consent to SMS does not allow revealing her number"
+            )
         if identity is None or identity.sealed is None:
             return _Decision(False, NothingToReveal, "there is no number to reveal")
         if override_reason is not None:

@@ -113,6 +113,8 @@ class ConsentScope(StrEnum):
     POLICE = "police"
     DEPARTMENT = "department"  # a named department (consent.department)
     FAMILY = "family"
+    #: She may be texted (neutral templates only). Never a ground to reveal her number.
+    SMS = "sms"
 
 
 def _in(column: str, values: type[StrEnum]) -> str:
