@@ -242,6 +242,9 @@ class _Desk:
     last_view: AgentView | None = None
     #: The "connected" pop waiting for her history; an "ended" pop goes after it.
     pop_task: asyncio.Task[None] | None = None
+    #: Her queue leg ended but she talks on in a conference room: only her own
+    #: channel's hangup ends the call for her.
+    in_conference: bool = False
 
     @property
     def username(self) -> str:
@@ -711,10 +714,18 @@ class AgentService:
 
     def _agent_completed(self, event: ev.AgentCompleted) -> None:
         desk = self._at.get(event.interface)
-        if desk is not None:
-            self._call_over(desk, event.caller.uniqueid)
+        if desk is None:
+            return
+        call = self._node.model.calls.get(event.caller.linkedid)
+        if call is not None and event.agent_channel.name in call.conferenced:
+            # Redirected into a three-way room with the caller: still on the call, so
+            # no wrap-up while she talks (it starts when her phone leaves the room).
+            desk.in_conference = True
+            return
+        self._call_over(desk, event.caller.uniqueid)
 
     def _call_over(self, desk: _Desk, call: str) -> None:
+        desk.in_conference = False
         card = desk.card
         outcome = self._apply(desk, HangUp(call))
         if outcome.ignored is None and card is not None:
@@ -737,6 +748,8 @@ class AgentService:
                 continue
             # The caller left, or her own leg ended (another agent answered a ringall,
             # the phone rejected): either way this call is over for her.
+            if desk.in_conference and gone != desk.agent_leg:
+                continue  # the caller left the room; she may still be talking there
             if gone in (state.call, desk.agent_leg):
                 self._call_over(desk, state.call)
 

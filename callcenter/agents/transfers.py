@@ -330,6 +330,8 @@ class TransferService:
         try:
             if target.kind == "external":
                 await self._present(transfer, call, caller.name, inherit=True)
+            # Her queue leg ends here and a new one starts in the room: say why it ended.
+            self._node.model.announce_leaving(call.linkedid, channel, "conference")
             await self._node.ops.redirect_pair(caller.name, channel, context, room)
             await self._node.ops.originate(OriginateRequest(
                 channel=f"Local/{target.exten}@{target.context}", context=context, exten=room,
@@ -532,7 +534,10 @@ class TransferService:
             # A consult leg ringing a named agent's phone: same Linkedid, her device.
             self._offered(event.channel.linkedid, _device(event.channel.name))
         elif isinstance(event, (ev.BridgeEntered, ev.BridgeLeft)):
-            self._holders_changed(event.channel.linkedid)
+            # A party dialled through a Local channel (a conference's third party) has a
+            # Linkedid of her own: look at every call being handed on, not only the event's.
+            for linkedid in {event.channel.linkedid, *self._handovers, *self._seen_holders}:
+                self._holders_changed(linkedid)
         elif isinstance(event, ev.ChannelHungUp):
             call_gone = event.channel.uniqueid == event.channel.linkedid
             if call_gone:
@@ -564,6 +569,8 @@ class TransferService:
         transfer = self._handovers.get(linkedid)
         if transfer is None or not interface or interface == transfer.from_interface:
             return
+        if interface.startswith("Local/"):
+            return  # a dialplan hop: the phone it dials is offered the call itself
         self._spawn(self._pop(transfer, interface))
 
     def _holders_changed(self, linkedid: str) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from callcenter.store import Store
 
 from .model import LiveCall
-from .models import CallRecord
+from .models import CallLeg, CallRecord
 
 
 def pbx_time(epoch: float | None) -> datetime | None:
@@ -103,6 +103,55 @@ class CallRecorder:
             flags=flags,
             outcome=classify(call),
         )
+        await self.record_legs(node, call)
+
+    async def record_legs(self, node: str, call: LiveCall) -> int:
+        """One ``call_leg`` row per holder of the ended call, in hand-over order.
+
+        Rows are keyed by (record, seq): a replay (another instance, a reconnect) adds
+        only the legs not written yet, and never changes one already written.
+        """
+        if not call.holders:
+            return 0
+        for _attempt in range(2):
+            try:
+                return await self._add_legs(node, call)
+            except IntegrityError:
+                continue  # another writer added some legs first: add only the rest
+        raise RuntimeError("call leg insert kept conflicting")
+
+    async def _add_legs(self, node: str, call: LiveCall) -> int:
+        async with self._store.transaction() as session:
+            record_id = await session.scalar(
+                select(CallRecord.id).where(
+                    CallRecord.node == node, CallRecord.linkedid == call.linkedid
+                )
+            )
+            if record_id is None:
+                return 0
+            written = set(await session.scalars(
+                select(CallLeg.seq).where(CallLeg.call_record_id == record_id)
+            ))
+            added = 0
+            for seq, holding in enumerate(call.holders, start=1):
+                if seq in written:
+                    continue
+                until = holding.until if holding.until is not None else call.ended_at
+                session.add(CallLeg(
+                    call_record_id=record_id, node=node, linkedid=call.linkedid, seq=seq,
+                    interface=holding.interface[:128], from_at=pbx_time(holding.since),
+                    until_at=pbx_time(until),
+                    ended_how=holding.ending(call.ended_at) or "answered",
+                ))
+                added += 1
+            return added
+
+    async def legs(self, node: str, linkedid: str) -> list[CallLeg]:
+        async with self._store.session() as session:
+            return list(await session.scalars(
+                select(CallLeg).where(CallLeg.node == node, CallLeg.linkedid == linkedid)
+                .order_by(CallLeg.seq)
+            ))
 
     async def close_unobserved(
         self, node: str, live_linkedids: set[str], started_before: datetime

@@ -79,6 +79,20 @@ class Holding:
     channel: str
     since: float | None
     until: float | None = None
+    #: How her part ended, when the PBX said (a transfer) or the backend announced it (a
+    #: conference); None while she holds it or when she simply left (see ``ending``).
+    ended: str | None = None
+
+    def ending(self, call_ended_at: float | None) -> str | None:
+        """How this leg ended: still open -> None; left with the call -> ``answered``."""
+        if self.ended is not None:
+            return self.ended
+        if self.until is None:
+            return None
+        # Her leg closed when the caller's did: she held it to the end.
+        return "answered" if call_ended_at is not None and self.until >= call_ended_at else (
+            "hung-up"
+        )
 
 
 CallPhase = str  # "new" | "ivr" | "queued" | "ringing" | "connected" | "ended"
@@ -110,9 +124,20 @@ class LiveCall:
     #: Hold music is playing to her (an agent consults before a warm transfer).
     on_hold: bool = False
 
+    #: Endings announced before the PBX moves a holder (by channel name), e.g. a
+    #: conference started by dual Redirect, which no transfer event describes.
+    leaving: dict[str, str] = field(default_factory=dict)
+    #: Agents' channels moved into a conference room: still talking after app_queue
+    #: ends her queue leg (AgentComplete), until her own channel hangs up.
+    conferenced: set[str] = field(default_factory=set)
+
     def holder(self) -> Holding | None:
         """The device holding her now (the latest one still bridged)."""
         return next((h for h in reversed(self.holders) if h.until is None), None)
+
+    def holding_of(self, channel: str) -> Holding | None:
+        """The latest holding of ``channel`` (open, or closed with no ending yet)."""
+        return next((h for h in reversed(self.holders) if h.channel == channel), None)
 
 
 CallListener = Callable[[LiveCall], None]
@@ -226,39 +251,128 @@ class PbxModel:
         self._follow_holders(event.bridge_id, event.timestamp)
         call = self.calls.get(event.channel.linkedid)
         if call is not None and call.caller_uniqueid == event.channel.uniqueid:
-            self._close_holdings(call, set(), event.timestamp)
+            # Her side moved on (hung up, or sent on): each holder kept her to the end.
+            self._close_holdings(call, set(), event.timestamp, default="answered")
 
     def _follow_holders(self, bridge_id: str, at: float | None) -> None:
-        """Re-read who is bridged with each caller in ``bridge_id``.
+        """Re-read who is bridged with each caller in ``bridge_id``'s reach.
 
         Bridges are the one truth every hand-over shares (queue answer, blind or attended
         transfer, merge, three-way), so holdings follow bridge membership rather than
-        each transfer event's own shape.
+        each transfer event's own shape. A Local channel pair joins two bridges (an
+        attended transfer's target, a conference's third party dialled through
+        ``Local/...``): whoever is bridged with the far half holds the call too, until
+        Asterisk optimises the pair away and bridges her directly (Local optimisation is
+        on by default; with ``/n`` or in the simulator the pair stays).
         """
         if not bridge_id:
             return
-        members = [c for c in self.channels.values() if c.bridge_id == bridge_id]
-        for caller in members:
-            call = self.calls.get(caller.linkedid)
-            if call is None or call.caller_uniqueid != caller.uniqueid:
-                continue
-            others = {
-                c.uniqueid: c for c in members
-                if c is not caller and not c.name.startswith("Local/")
-            }
-            self._close_holdings(call, set(others), at)
-            held = {h.channel for h in call.holders if h.until is None}
-            for other in others.values():
-                if other.name not in held:
-                    call.holders.append(
-                        Holding(other.name.rpartition("-")[0], other.name, at)
-                    )
+        for members in self._reach(bridge_id):
+            for caller in members:
+                call = self.calls.get(caller.linkedid)
+                if call is None or call.caller_uniqueid != caller.uniqueid:
+                    continue
+                others = {c.uniqueid: c for c in self._parties(caller)}
+                self._close_holdings(call, set(others), at)
+                held = {h.channel for h in call.holders if h.until is None}
+                for other in others.values():
+                    if other.name in held:
+                        continue
+                    last = call.holders[-1] if call.holders else None
+                    if (last is not None and last.channel == other.name
+                            and last.ended is None and last.until is not None):
+                        # Back from a consult she cancelled (or a hold): still her leg.
+                        last.until = None
+                        continue
+                    call.holders.append(Holding(other.name.rpartition("-")[0], other.name, at))
 
-    def _close_holdings(self, call: LiveCall, keep: set[str], at: float | None) -> None:
+    def _bridged(self, bridge_id: str) -> list[Channel]:
+        return [c for c in self.channels.values() if c.bridge_id == bridge_id]
+
+    def _partner(self, local: Channel) -> Channel | None:
+        """The other half of ``Local/x@ctx-0001;1`` (``;2``), and the reverse."""
+        base, _, half = local.name.rpartition(";")
+        other = f"{base};{'2' if half == '1' else '1'}"
+        return next((c for c in self.channels.values() if c.name == other), None)
+
+    def _reach(self, bridge_id: str) -> list[list[Channel]]:
+        """Members of ``bridge_id`` and of every bridge joined to it by Local pairs."""
+        seen: set[str] = set()
+        todo = [bridge_id]
+        found: list[list[Channel]] = []
+        while todo:
+            current = todo.pop()
+            if current in seen or not current:
+                continue
+            seen.add(current)
+            members = self._bridged(current)
+            found.append(members)
+            for member in members:
+                if member.name.startswith("Local/"):
+                    partner = self._partner(member)
+                    if partner is not None and partner.bridge_id:
+                        todo.append(partner.bridge_id)
+        return found
+
+    def _parties(self, caller: Channel) -> list[Channel]:
+        """Everyone (not a Local half) the caller is bridged with, through Local pairs."""
+        parties: list[Channel] = []
+        for members in self._reach(caller.bridge_id):
+            parties.extend(
+                c for c in members if c is not caller and not c.name.startswith("Local/")
+            )
+        return parties
+
+    def _close_holdings(
+        self, call: LiveCall, keep: set[str], at: float | None, *, default: str | None = None
+    ) -> None:
         names = {self.channels[u].name for u in keep if u in self.channels}
         for holding in call.holders:
             if holding.until is None and holding.channel not in names:
                 holding.until = at if at is not None else holding.since
+                holding.ended = (
+                    holding.ended or call.leaving.pop(holding.channel, None) or default
+                )
+
+    def announce_leaving(self, linkedid: str, channel: str, how: str) -> None:
+        """The backend is about to move ``channel`` off her call (e.g. into a conference):
+        its holding, when it closes, ended ``how``."""
+        call = self.calls.get(linkedid)
+        if call is not None:
+            call.leaving[channel] = how
+            if how == "conference":
+                call.conferenced.add(channel)
+
+    def _transferred(self, call: LiveCall | None, channels: Iterable[str], how: str) -> None:
+        if call is None:
+            return
+        for name in channels:
+            holding = call.holding_of(name)
+            if holding is not None and holding.ended is None:
+                holding.ended = how
+            elif holding is None:
+                # The transfer event came before her leg left the bridge: say it then.
+                call.leaving[name] = how
+
+    def _blind_transferred(self, event: ev.BlindTransferred) -> None:
+        if event.succeeded:
+            self._transferred(
+                self.calls.get(event.transferee.linkedid), [event.transferer.name],
+                "transferred-blind",
+            )
+
+    def _attended_transferred(self, event: ev.AttendedTransferred) -> None:
+        if not event.succeeded or event.dest_type == "Threeway":
+            return  # a three-way keeps the agent on the call
+        refs = [event.transferee, event.orig_transferer, event.second_transferer]
+        call = next(
+            (self.calls[r.linkedid] for r in refs if r is not None and r.linkedid in self.calls),
+            None,
+        )
+        self._transferred(
+            call, [event.orig_transferer.name, event.second_transferer.name],
+            "transferred-warm",
+        )
 
     def _hold_music(self, event: ev.HoldMusicStarted | ev.HoldMusicStopped) -> None:
         call = self.calls.get(event.channel.linkedid)
@@ -376,6 +490,8 @@ class PbxModel:
         ev.MemberChanged: _member_changed,
         ev.HoldMusicStarted: _hold_music,
         ev.HoldMusicStopped: _hold_music,
+        ev.BlindTransferred: _blind_transferred,
+        ev.AttendedTransferred: _attended_transferred,
     }  # type: ignore[dict-item]
 
     # -- reconciliation ---------------------------------------------------------

@@ -19,6 +19,7 @@ from callcenter.agents.views import AgentView
 
 from .auth import SESSION, session_of
 from .body import json_response, read_body, read_empty
+from .deps import WebDeps
 from .errors import WebError, forbidden, not_found
 from .keys import DEPS, FANOUT, METRICS, OPTIONS
 from .metrics import update_metrics
@@ -48,6 +49,13 @@ def _agent(view: AgentView) -> dict[str, Any]:
     return {"agent": asdict(view)}
 
 
+def served_features(deps: WebDeps) -> list[str]:
+    """The optional domains whose collaborators are present (see web.app.EXTRA_ROUTES)."""
+    from .app import EXTRA_ROUTES
+
+    return [name for _module, name in EXTRA_ROUTES if getattr(deps, name) is not None]
+
+
 # -- her own console -------------------------------------------------------------------
 
 
@@ -61,6 +69,7 @@ async def me(request: web.Request) -> web.StreamResponse:
             "agent": request.app[FANOUT].agent_view(session.username),
             "pause_reasons": list(agents.pause_reasons()),
             "wrapup_categories": list(WRAPUP_CATEGORIES),
+            "features": served_features(request.app[DEPS]),
         }
     )
 

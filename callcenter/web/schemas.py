@@ -132,6 +132,9 @@ class MeResponse(_Response):
     agent: AgentView | None
     pause_reasons: list[str]
     wrapup_categories: list[str]
+    #: Optional domains this deployment serves (cases, transfers, callbacks...): the pages
+    #: show only the panels whose routes exist.
+    features: list[str] = []
 
 
 class AgentList(_Response):

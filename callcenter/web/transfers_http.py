@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,8 @@ from callcenter.agents.supervision import (
     UnknownMode,
 )
 from callcenter.agents.transfers import (
+    Destination,
+    Handover,
     NoCallToTransfer,
     NoConsultation,
     PbxRefused,
@@ -48,10 +50,40 @@ from .openapi import ALL_ROLES, SUPERVISORS, api
 CALL_TAKERS = frozenset({"agent", "counsellor", "supervisor"})
 
 
+class Transfers(Protocol):
+    """What the routes need: :class:`TransferService`, or ``OwnerRoutedTransfers`` on an
+    instance that may not own the PBX."""
+
+    def destinations(self) -> tuple[Destination, ...]: ...
+
+    async def blind(self, username: str, destination: str, *, category: str | None = ...,
+                    note: str = ...) -> Handover: ...
+
+    async def warm(self, username: str, destination: str, *, category: str | None = ...,
+                   note: str = ...) -> Handover: ...
+
+    async def conference(self, username: str, destination: str, *,
+                         category: str | None = ..., note: str = ...) -> Handover: ...
+
+    async def complete(self, username: str) -> None: ...
+
+    async def cancel(self, username: str) -> None: ...
+
+
+class Supervision(Protocol):
+    async def start(self, supervisor: str, agent: str, mode: str) -> SupervisionSession: ...
+
+    async def switch(self, supervisor: str, mode: str) -> SupervisionSession: ...
+
+    async def stop(self, supervisor: str) -> None: ...
+
+    def session_of(self, supervisor: str) -> SupervisionSession | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TransferDeps:
-    transfers: TransferService
-    supervision: SupervisionService | None = None
+    transfers: TransferService | Transfers
+    supervision: SupervisionService | Supervision | None = None
 
 
 class TransferRequest(BaseModel):
@@ -112,7 +144,7 @@ def _deps(request: web.Request) -> TransferDeps:
     return deps
 
 
-def _supervision(request: web.Request) -> SupervisionService:
+def _supervision(request: web.Request) -> SupervisionService | Supervision:
     service = _deps(request).supervision
     if service is None:
         raise WebError(404, "supervision_off", "Supervision is not configured here.")

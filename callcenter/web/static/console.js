@@ -11,6 +11,8 @@ let me = null;
 let lastCall = null;
 let lastPhase = null;
 let lastState = null;
+// A warm transfer she started and has not completed or cancelled yet.
+let consulting = false;
 
 function showError(id, error) {
   const node = $(id);
@@ -47,6 +49,8 @@ function render(agent) {
   $("pause-form").querySelector("button").disabled = state !== "available";
   const inWrapUp = state === "wrap_up";
   $("wrapup-submit").disabled = !inWrapUp;
+  if (state !== "on_call") consulting = false;
+  renderTransfer(state);
   $("wrapup-deadline").textContent = inWrapUp && agent.wrap_up_deadline
     ? `Wrap-up ends at ${clockTime(agent.wrap_up_deadline)}.` : "";
   if (agent.call) renderCall(agent.call, state === "on_call" ? "connected" : state === "ringing" ? "ringing" : lastPhase, null);
@@ -83,6 +87,67 @@ function renderCall(card, phase, earlier) {
   if (card.category) $("wrapup-category").value = card.category;
 }
 
+function renderTransfer(state) {
+  const onCall = state === "on_call";
+  for (const id of ["transfer-blind", "transfer-warm", "transfer-conference"]) {
+    $(id).disabled = !onCall || consulting;
+  }
+  $("transfer-complete").disabled = !consulting;
+  $("transfer-cancel").disabled = !consulting;
+  $("consult-buttons").hidden = !consulting;
+}
+
+function transferTarget() {
+  // A colleague's phone wins over the list: "agent2" -> "agent:PJSIP/agent2".
+  const colleague = $("transfer-colleague").value.trim().replace(/^PJSIP\//i, "");
+  return colleague ? `agent:PJSIP/${colleague}` : $("transfer-destination").value;
+}
+
+async function transfer(kind) {
+  showError("transfer-error", null);
+  try {
+    const result = await api("POST", "/api/me/transfer",
+      { destination: transferTarget(), kind, note: $("transfer-note").value });
+    consulting = kind === "warm";
+    $("transfer-status").textContent = kind === "warm"
+      ? `Consulting ${result.handover.destination}; she hears music.`
+      : `${label(kind)} to ${result.handover.destination}.`;
+    $("transfer-note").value = "";
+  } catch (error) {
+    showError("transfer-error", error);
+  }
+  renderTransfer(me ? me.state : null);
+}
+
+async function endConsult(how) {
+  showError("transfer-error", null);
+  try {
+    await api("POST", `/api/me/transfer/${how}`);
+    consulting = false;
+    $("transfer-status").textContent = how === "complete"
+      ? "Transferred: she is with your colleague." : "Back with the caller.";
+  } catch (error) {
+    showError("transfer-error", error);
+  }
+  renderTransfer(me ? me.state : null);
+}
+
+function renderHandover(handover) {
+  $("handover").hidden = !handover;
+  if (!handover) return;
+  $("handover-from").textContent = handover.from_agent;
+  $("handover-kind").textContent = label(handover.kind);
+  $("handover-caller").textContent = handover.caller;
+  replaceChildren($("handover-flags"), ...handover.flags.map((flag) =>
+    el("span", { class: `flag${LOUD_FLAGS.has(flag) ? ` flag-${flag}` : ""}` }, label(flag))));
+  $("handover-category").textContent = label(handover.category);
+  $("handover-case").textContent = handover.case_reference || "—";
+  $("handover-destination").textContent = handover.destination;
+  replaceChildren($("handover-notes"), ...(handover.notes.length
+    ? handover.notes.map((note) => el("li", {}, note)) : [el("li", { class: "muted" }, "None.")]));
+  if (handover.category && !lastCall) $("wrapup-category").value = handover.category;
+}
+
 function tick() {
   if (me) $("since").textContent = duration(Date.now() / 1000 - me.since);
 }
@@ -110,6 +175,23 @@ async function start() {
   replaceChildren($("wrapup-category"), ...info.wrapup_categories.map((c) => el("option", { value: c }, label(c))));
   render(info.agent);
   loadRecent();
+  const transfers = (info.features || []).includes("transfers");
+  $("transfer-panel").hidden = !transfers;
+  if (transfers) {
+    try {
+      const { destinations } = await api("GET", "/api/transfers/destinations");
+      replaceChildren($("transfer-destination"), ...destinations.map((d) =>
+        el("option", { value: d.key }, d.label)));
+    } catch (error) {
+      showError("transfer-error", error);
+    }
+  }
+  $("transfer-blind").addEventListener("click", () => transfer("blind"));
+  $("transfer-warm").addEventListener("click", () => transfer("warm"));
+  $("transfer-conference").addEventListener("click", () => transfer("conference"));
+  $("transfer-complete").addEventListener("click", () => endConsult("complete"));
+  $("transfer-cancel").addEventListener("click", () => endConsult("cancel"));
+  $("transfer-form").addEventListener("submit", (event) => event.preventDefault());
 
   $("sign-out").addEventListener("click", signOut);
   $("go-available").addEventListener("click", () => command("/api/me/login-queues"));
@@ -138,7 +220,11 @@ async function start() {
 
   liveSocket("/ws/console", (message) => {
     if (message.type === "hello" || message.type === "agent") render(message.agent);
-    else if (message.type === "pop") {
+    else if (message.type === "pop" && message.pop.phase === "handover") {
+      // The case so far, from the colleague handing her on; no card of its own.
+      renderHandover(message.pop.handover);
+    } else if (message.type === "pop") {
+      if (message.pop.phase === "ringing" && lastPhase === "ended") renderHandover(null);
       renderCall(message.pop.phase === "ended" ? lastCall : message.pop.card, message.pop.phase, message.pop.earlier);
       if (message.pop.phase === "ringing") document.body.classList.add("ringing");
       else document.body.classList.remove("ringing");

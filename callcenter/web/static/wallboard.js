@@ -1,9 +1,15 @@
 import {
-  clockTime, duration, el, label, liveSocket, percent, replaceChildren, requireSession, signOut,
+  api, clockTime, duration, el, label, liveSocket, percent, replaceChildren, requireSession,
+  signOut,
 } from "/static/common.js";
 
 const $ = (id) => document.getElementById(id);
 let agents = [];
+// This supervisor's own listen / whisper / barge session (her softphone rings), if any.
+let spy = null;
+// Whether this deployment serves supervision (GET /api/me's features); no buttons if not.
+let supervision = false;
+const SPY_MODES = ["listen", "whisper", "barge"];
 
 // Thresholds at which a figure turns amber / red on the wall.
 const WAIT_WARN = 20;
@@ -62,7 +68,57 @@ function renderAgents() {
       el("td", {}, duration(now - a.since)),
       el("td", {}, label(a.reason)),
       el("td", { class: `phone-${a.softphone}` }, label(a.softphone)),
-      el("td", { class: "token" }, a.call ? a.call.caller : ""))));
+      el("td", { class: "token" }, a.call ? a.call.caller : ""),
+      el("td", {}, spyButtons(a)))));
+}
+
+function spyButtons(agent) {
+  const mine = spy && spy.agent === agent.username;
+  if (!supervision || (agent.state !== "on_call" && !mine)) return "";
+  const buttons = SPY_MODES.map((mode) => el("button", {
+    type: "button", class: `quiet${mine && spy.mode === mode ? " active" : ""}`,
+    "data-spy-agent": agent.username, "data-spy-mode": mode,
+    disabled: Boolean(spy) && !mine,
+  }, label(mode)));
+  if (mine) {
+    buttons.push(el("button", { type: "button", "data-spy-agent": agent.username,
+      "data-spy-mode": "stop" }, "Stop"));
+  }
+  return el("span", { class: "spy-buttons" }, ...buttons);
+}
+
+function renderSpy() {
+  $("spy-status").textContent = spy
+    ? `${label(spy.mode)} on ${spy.agent}'s call${spy.connected ? "" : ": answer your phone"}.`
+    : "";
+  renderAgents();
+}
+
+async function supervise(agent, mode) {
+  $("spy-error").hidden = true;
+  try {
+    if (mode === "stop") {
+      await api("DELETE", "/api/supervision");
+      spy = null;
+    } else if (spy && spy.agent === agent) {
+      spy = await api("PUT", "/api/supervision/mode", { mode });
+    } else {
+      spy = await api("POST", "/api/supervision", { agent, mode });
+    }
+  } catch (error) {
+    $("spy-error").textContent = error.message;
+    $("spy-error").hidden = false;
+  }
+  await refreshSpy();
+}
+
+async function refreshSpy() {
+  try {
+    spy = (await api("GET", "/api/supervision")).session;
+  } catch (error) {
+    spy = null; // not a supervisor, or supervision is off here: no buttons
+  }
+  renderSpy();
 }
 
 function renderAbandoned(calls) {
@@ -185,6 +241,15 @@ function onMessage(message) {
 async function start() {
   await requireSession();
   $("sign-out").addEventListener("click", signOut);
+  $("agent-rows").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-spy-mode]");
+    if (button) supervise(button.dataset.spyAgent, button.dataset.spyMode);
+  });
+  const { features } = await api("GET", "/api/me");
+  supervision = (features || []).includes("transfers");
+  if (supervision) refreshSpy();
+  // Her phone answering, or the call ending, changes the session on the PBX side.
+  setInterval(() => { if (supervision && spy) refreshSpy(); }, 5000);
   liveSocket("/ws/wallboard", onMessage, (up) => {
     $("link").textContent = up ? "live" : "offline";
     $("link").className = `link ${up ? "up" : "down"}`;
