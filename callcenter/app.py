@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callcenter.agents.accounts import AccountService
+from callcenter.agents.models import SkillQueues
 from callcenter.agents.roster import load_roster
-from callcenter.agents.routing import OwnerRoutedDirectory
+from callcenter.agents.routing import OwnerRoutedDirectory, OwnerRoutedTransfers
 from callcenter.agents.service import AgentService, CallHistory, RecordedCallHistory
 from callcenter.agents.supervision import SupervisionService
 from callcenter.agents.transfers import TransferService, load_transfer_settings
@@ -39,6 +40,18 @@ from callcenter.cases.search import CaseSearch
 from callcenter.cases.service import CaseService, WrapUpForm
 from callcenter.cases.vault import Keyring, Vault, load_keyring
 from callcenter.config import Settings
+from callcenter.followups.callbacks import CallbackSettings, Followups, build_followups
+from callcenter.followups.harasser import HarasserActionService
+from callcenter.followups.referrals import ReferralService, load_directory
+from callcenter.followups.scheduler import Handler
+from callcenter.followups.sms import (
+    SMS_TASK_KIND,
+    SmsService,
+    SmsSettings,
+    SmsSettler,
+    TwilioGateway,
+    auth_token_from_env,
+)
 from callcenter.ivr.menu import load_menu
 from callcenter.ivr.service import HeartbeatSettings, IvrService
 from callcenter.pbx.calls import CallRecorder
@@ -92,7 +105,8 @@ class CallCenter:
         self.menu = load_menu(settings.ivr.menu_file)
         self.identities = IdentityStore(self.store)
         self.recorder = CallRecorder(self.store)
-        self.accounts = AccountService(self.store)
+        self.skill_queues = SkillQueues(everyone=tuple(settings.agents.everyone_queues))
+        self.accounts = AccountService(self.store, skill_queues=self.skill_queues)
         self.audit = AuditLog(self.store, anchor_key=anchor_key_from_env())
         self.cases = CaseService(self.store, self.vault, self.audit)
         self.consent = ConsentService(self.store, self.vault, self.audit)
@@ -110,6 +124,22 @@ class CallCenter:
             RedisBus(settings.redis.url, settings.redis.prefix, instance_id=self.instance_id)
             if settings.redis.url else InProcessBus()
         )
+        self.referrals = ReferralService(
+            self.store, load_directory(settings.followups.referral_directory), self.cases,
+            bus=self.bus,
+        )
+        self.harasser_actions = HarasserActionService(self.store, self.referrals)
+        self.sms: SmsService | None = None
+        sms_settings = SmsSettings.from_toml(settings.followups.sms_file)
+        if sms_settings.enabled:
+            token = auth_token_from_env()
+            self.sms = SmsService(
+                self.store, self.vault, sms_settings, TwilioGateway(sms_settings, token),
+                auth_token=token, audit=self.audit,
+            )
+        #: Callbacks, follow-up calls and the scheduler behind every follow-up task; built
+        #: once the PBX nodes exist, run while this instance owns the first node.
+        self.followups: Followups | None = None
         self._redis: Any = None
         self.nodes: dict[str, NodeRuntime] = {}
         self._started_hooks: list[Callable[[NodeRuntime], None]] = []
@@ -155,8 +185,45 @@ class CallCenter:
                     on_lost=lambda r=runtime: self._stop_owning(r),
                 )
                 runtime.keeper.start()
+        self._build_followups()
+        self.referrals.start()
+
+    def _build_followups(self) -> None:
+        first = self._followups_node()
+        if first is None:
+            return
+        handlers: dict[str, Handler] = dict(self.referrals.handlers())
+        if self.sms is not None:
+            handlers[SMS_TASK_KIND] = self.sms.run_task
+        sms = self.sms
+        fu = self.settings.followups
+        self.followups = build_followups(
+            self, first,
+            CallbackSettings(
+                presented_number=fu.callback_presented_number,
+                queue_wait_s=fu.callback_queue_wait_s, ring_s=fu.callback_ring_s,
+                max_attempts=fu.callback_max_attempts,
+                first_delay=timedelta(seconds=fu.callback_first_delay_s),
+            ),
+            handlers=handlers,
+            settler=(lambda calls: SmsSettler(sms, calls=calls)) if sms is not None else None,
+        )
+        self.referrals.bind_tasks(self.followups.scheduler)
+        if self.sms is not None:
+            self.sms.bind_scheduler(self.followups.scheduler)
+        if first.owning:
+            self.followups.start()
+
+    def _followups_node(self) -> NodeRuntime | None:
+        # Callbacks are placed through the first PBX node (see the closing note: one node).
+        return next(iter(self.nodes.values()), None)
 
     async def stop(self) -> None:
+        await self.referrals.stop()
+        if self.followups is not None:
+            await self.followups.stop()
+        if self.sms is not None:
+            await self.sms.close()
         for runtime in self.nodes.values():
             if runtime.keeper is not None:
                 await runtime.keeper.stop()
@@ -195,6 +262,7 @@ class CallCenter:
             is_blocked=self.cases.is_blocked,
         )
         agents = AgentService(node, self.accounts, history=self.history,
+                              skill_queues=self.skill_queues,
                               on_duty=self.on_duty if self.roster is not None else None)
         runtime = NodeRuntime(node_settings.name, client, node, stats, ivr, agents=agents)
         runtime.extras["transfers"] = TransferService(
@@ -215,11 +283,17 @@ class CallCenter:
         runtime.owning = True
         await runtime.ivr.start()
         await runtime.client.connect()
+        if self.followups is not None and runtime is self._followups_node():
+            self.followups.start()
 
     async def _stop_owning(self, runtime: NodeRuntime, *, say_goodbye: bool = False) -> None:
         # Losing the lease: another instance writes the heartbeat now, so ours
         # must not be deleted; an orderly shutdown of the only owner says goodbye.
         runtime.owning = False
+        if self.followups is not None and runtime is self._followups_node():
+            # Calls under way go on in the PBX; the next owner's settler accounts for them.
+            with contextlib.suppress(Exception):
+                await self.followups.stop()
         with contextlib.suppress(Exception):
             await runtime.ivr.stop(say_goodbye=say_goodbye)
         with contextlib.suppress(Exception):
@@ -340,6 +414,7 @@ async def serve_web(
 
     from callcenter.web.app import make_app
     from callcenter.web.deps import StoreCallLookup, WebDeps, WebOptions
+    from callcenter.web.referrals_http import ReferralDesk
     from callcenter.web.transfers_http import TransferDeps
 
     first = next(iter(center.nodes.values()))
@@ -352,6 +427,12 @@ async def serve_web(
         absent_views=absent if center.roster is not None else None,
     )
     await directory.start()
+    # Transfer and supervision commands taken here run on the instance owning the PBX.
+    routed = OwnerRoutedTransfers(
+        first.extras["transfers"], first.extras["supervision"],
+        node=first.name, owning=lambda: first.owning, bus=center.bus,
+    )
+    await routed.start()
     deps = WebDeps(
         accounts=center.accounts,
         agents=directory,
@@ -372,7 +453,10 @@ async def serve_web(
         search=CaseSearch(center.store, center.audit),
         audit=center.audit,
         recordings=center.recordings,
-        transfers=TransferDeps(first.extras["transfers"], first.extras["supervision"]),
+        transfers=TransferDeps(routed, routed.supervision),
+        callbacks=center.followups.callbacks if center.followups is not None else None,
+        referrals=ReferralDesk(center.referrals, center.harasser_actions),
+        sms=center.sms,
         store=center.store,
         redis=center._redis,
         options=WebOptions(cookie_secure=cookie_secure,

@@ -126,6 +126,27 @@ class AgentsSettings(_Section):
     #: Where an agent may hand a call on (queues, named services, 112...) and which consent
     #: covers showing her number there.
     transfers_file: Path = Path("config/transfers.toml")
+    #: Queues every call-taker joins whatever her skills: the fallback queue (the dialplan's
+    #: when the backend is down) and the callback queue, where a callback waits for an
+    #: agent before her phone is rung.
+    everyone_queues: tuple[str, ...] = ("wpl-fallback", "wpl-callback")
+
+
+class FollowupsSettings(_Section):
+    #: Units that take referrals, with their SLA hours (see config/referrals.toml).
+    referral_directory: Path = Path("config/referrals.toml")
+    #: SMS through Twilio, off unless that file enables it; the auth token comes from
+    #: CALLCENTER_SECRET_TWILIO_AUTH_TOKEN.
+    sms_file: Path = Path("config/sms.toml")
+    #: The number her phone shows when the helpline calls her back: a registered neutral
+    #: DID, never 1090 (whoever else sees her phone must learn nothing).
+    callback_presented_number: str = Field("0000000000", pattern=r"^\+?[0-9]{4,15}$")
+    #: How long a callback waits in wpl-callback for a free agent before it is retried.
+    callback_queue_wait_s: int = Field(120, ge=10, le=1800)
+    #: The first attempt waits this long after she hung up: she may call again herself.
+    callback_first_delay_s: float = Field(120.0, ge=0, le=86400)
+    callback_ring_s: int = Field(45, ge=10, le=120)
+    callback_max_attempts: int = Field(3, ge=1, le=10)
 
 
 class RecordingSettings(_Section):
@@ -173,6 +194,7 @@ class Settings(_Section):
     ivr: IvrSettings = IvrSettings()
     vault: VaultSettings = VaultSettings()
     recordings: RecordingSettings = RecordingSettings()
+    followups: FollowupsSettings = FollowupsSettings()
     agents: AgentsSettings = AgentsSettings()
     log: LogSettings = LogSettings()
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)

@@ -575,19 +575,21 @@ async def test_build_followups_wires_an_abandon_to_a_placed_callback_in_a_callce
 ) -> None:
     """The wiring the composition root uses, over the real CallCenter and the simulator."""
     from callcenter.app import CallCenter
-    from callcenter.followups.callbacks import build_followups
+    from callcenter.config import FollowupsSettings
     from tests.support.helpline import backend_settings
 
     agent = SimAgent("agent1", "Agent One", answer_after=1.0, hangup_after=8.0)
     async with helpline(migrated_store, [agent]) as line:
         line.sim.core.phones[OUTBOUND_TRUNK].answer_after = 1.0
-        center = CallCenter(backend_settings(line), vault=line.vault, instance_id="app-1")
+        settings = backend_settings(line).model_copy(update={"followups": FollowupsSettings(
+            callback_presented_number=NEUTRAL, callback_first_delay_s=0,
+            callback_queue_wait_s=60,
+        )})
+        center = CallCenter(settings, vault=line.vault, instance_id="app-1")
         await center.start()
         try:
             runtime = center.nodes["main"]
-            followups = build_followups(center, runtime, CallbackSettings(
-                presented_number=NEUTRAL, first_delay=timedelta(0), queue_wait_s=60))
-            followups.start()
+            assert center.followups is not None  # built and run by the composition root
             await until(lambda: line.sim.core.db_get("wpl", "heartbeat") is not None)
             ops = runtime.node.ops
             await ops.add_member("wpl-general-hi", "PJSIP/agent1", member_name="agent1",
@@ -608,6 +610,5 @@ async def test_build_followups_wires_an_abandon_to_a_placed_callback_in_a_callce
                 await asyncio.sleep(0.05)
             [row] = await _callbacks(migrated_store)
             assert (row.status, row.outcome, row.reason) == ("done", "reached", "abandoned_queue")
-            await followups.stop()
         finally:
             await center.stop()

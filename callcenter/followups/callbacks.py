@@ -21,7 +21,7 @@ Nothing here logs or stores a number: rows carry the identity id and her token.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -46,7 +46,7 @@ from .callback_models import (
 from .dialler import NOT_CALLED, DialResult, OutboundCall
 from .errors import FollowupError, RetryTask, TaskFailed
 from .models import TaskState, aware
-from .scheduler import Scheduler, TaskContext, TaskReport
+from .scheduler import CallSettler, Handler, Scheduler, TaskContext, TaskReport
 
 log = logging.getLogger(__name__)
 
@@ -555,10 +555,16 @@ class Followups:
 
 
 def build_followups(
-    center: Any, runtime: Any, settings: CallbackSettings | None = None
+    center: Any,
+    runtime: Any,
+    settings: CallbackSettings | None = None,
+    *,
+    handlers: Mapping[str, Handler] | None = None,
+    settler: Callable[[CallSettler], CallSettler] | None = None,
 ) -> Followups:
     """The callback service and scheduler of ``center`` (a ``CallCenter``), dialling through
-    ``runtime`` (its ``NodeRuntime`` for the PBX that places callbacks).
+    ``runtime`` (its ``NodeRuntime`` for the PBX that places callbacks). ``handlers`` adds
+    other task kinds to the same scheduler; ``settler`` wraps the call settler.
 
     Abandoned calls reach the service from the node's call-ended events. The recorder's
     write of the call's end is an idempotent upsert, so it is awaited here again before
@@ -575,9 +581,13 @@ def build_followups(
         center.store, center.vault, settings, dialler=dialler,
         is_blocked=center.cases.is_blocked,
     )
+    # One scheduler per instance runs every kind of task: other features (referral
+    # deadlines, SMS) bring their handlers, and may wrap the call settler with their own.
+    calls_settler: CallSettler = AmiCallSettler(ops)
     scheduler = Scheduler(
-        center.store, center.instance_id, callbacks.handlers(),
-        settler=AmiCallSettler(ops), hooks=[callbacks.on_task_outcome],
+        center.store, center.instance_id, {**callbacks.handlers(), **(handlers or {})},
+        settler=settler(calls_settler) if settler is not None else calls_settler,
+        hooks=[callbacks.on_task_outcome],
     )
     callbacks.bind(scheduler)
     pending: set[asyncio.Task[None]] = set()
