@@ -352,7 +352,11 @@ async def test_the_wallboard_page_lists_overdue_referrals(world: World, tmp_path
             await page.click("#sign-in")
             await page.wait_for_url("**/wallboard")
             await page.wait_for_selector("#overdue-referral-rows tr th")
-            rows = await page.locator("#overdue-referral-rows tr").all_inner_texts()
+            # Read in one evaluation: the wallboard re-renders the table every second, and
+            # a row read while being replaced has no layout (its innerText loses the tabs).
+            rows = await page.locator("#overdue-referral-rows tr").evaluate_all(
+                "rows => rows.map(r => [...r.cells].map(c => c.textContent).join('\\t'))"
+            )
             await page.screenshot(path=str(tmp_path / "wallboard.png"), full_page=True)
         finally:
             await browser.close()
