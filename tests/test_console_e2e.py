@@ -96,7 +96,7 @@ async def test_agent_takes_a_call_in_the_browser_and_the_wallboard_counts_it(
                 await console.wait_for_url("**/console")
                 await console.wait_for_selector("#link.up")
                 await console.click("#go-available")
-                await console.wait_for_selector("#state.state-available", timeout=15000)
+                await console.wait_for_selector("#state.state-available", timeout=45000)
 
                 caller = Caller(sim.core, CallerScript(
                     exten="1090", endpoint=CARRIER, caller_num=NUMBER, caller_name="",
@@ -116,7 +116,7 @@ async def test_agent_takes_a_call_in_the_browser_and_the_wallboard_counts_it(
                 await console.fill("#wrapup-notes", "Advised on blocking and reporting.")
                 await console.screenshot(path=str(tmp_path / "console-wrapup.png"))
                 await console.click("#wrapup-submit")
-                await console.wait_for_selector("#state.state-available", timeout=15000)
+                await console.wait_for_selector("#state.state-available", timeout=45000)
                 seen.append(await console.inner_text("body"))
 
                 wallboard = await browser.new_page(viewport={"width": 1920, "height": 1080})
