@@ -231,6 +231,12 @@ class CallCenter:
                 await self._stop_owning(runtime, say_goodbye=True)
             if runtime.agents is not None:
                 await runtime.agents.close()
+            # Audit rows and pops of transfers and supervision still being written: finish
+            # them while the store is open.
+            for extra in ("transfers", "supervision"):
+                service = runtime.extras.get(extra)
+                if service is not None:
+                    await service.settled()
             await runtime.node.drain()
         await self.bus.close()
         if self._redis is not None:
