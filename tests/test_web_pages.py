@@ -116,6 +116,15 @@ async def test_console_and_wallboard_in_chromium(world: WebWorld, tmp_path: Path
             assert await page.is_visible(".flag-danger")
             assert await page.is_visible(".flag-silent")
             assert (await page.text_content("#call-risk")) == "high"
+            assert not await page.is_visible("#callback-notice")
+            # We call her back: the agent is told to confirm who answered first.
+            calling_back = card(flags=("callback", "abandoned_queue"))
+            world.directory.set_view(replace(view, state="on_call", call=calling_back))
+            world.directory.pop(ScreenPop(username="asha", phase="connected", card=calling_back))
+            await page.wait_for_selector("#callback-notice", state="visible")
+            world.directory.set_view(replace(view, state="on_call", call=flagged))
+            world.directory.pop(ScreenPop(username="asha", phase="connected", card=flagged))
+            await page.wait_for_selector("#callback-notice", state="hidden")
             await page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
 
             world.directory.set_view(replace(view, state="wrap_up", reason="wrapup",

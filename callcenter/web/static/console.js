@@ -72,6 +72,8 @@ function renderCall(card, phase, earlier) {
   const flags = [...card.flags].sort((a, b) => Number(LOUD_FLAGS.has(b)) - Number(LOUD_FLAGS.has(a)));
   replaceChildren($("call-flags"), ...flags.map((flag) =>
     el("span", { class: `flag${LOUD_FLAGS.has(flag) ? ` flag-${flag}` : ""}` }, label(flag))));
+  // An outbound callback or follow-up (the dialplan flags it): she has not called us now.
+  $("callback-notice").hidden = !card.flags.includes("callback");
   $("call-risk").textContent = label(card.risk);
   $("call-risk").className = `risk-${card.risk || "none"}`;
   $("call-category").textContent = label(card.category);
