@@ -432,6 +432,21 @@ async def test_a_harasser_moves_up_a_level_after_each_action_done(world: World) 
     assert not leaked(repr(case) + repr([first, second, third, fir]))
 
 
+async def test_an_action_past_its_due_time_is_on_the_supervisors_overdue_list(
+    world: World,
+) -> None:
+    reference = await world.open_case(1, district="Kanpur Nagar")
+    token = await world.harasser_token(reference)
+    action = await world.harassers.propose(reference, token, "asha", "deepa",
+                                           due_in=timedelta(hours=4))
+    world.clock.advance(timedelta(hours=3))
+    assert await world.harassers.overdue() == []
+    world.clock.advance(timedelta(hours=2))
+    assert [a.id for a in await world.harassers.overdue()] == [action.id]
+    await world.harassers.record_outcome(action.id, "done", "asha")
+    assert await world.harassers.overdue() == []
+
+
 async def test_a_repeat_harasser_starts_at_level_two(world: World) -> None:
     first_case = await world.open_case(1)
     second_case = await world.open_case(2)

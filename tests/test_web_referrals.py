@@ -164,6 +164,7 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ("GET", "/api/cases/{ref}/referrals", None, HER_CASE),
     ("GET", "/api/referrals/{referral}", None, HER_CASE),
     ("GET", "/api/harasser-actions/mine", None, expect(200, 200, 200, 200, 200, 403)),
+    ("GET", "/api/harasser-actions/overdue", None, SUPERVISING),
     ("POST", "/api/harasser-actions/{action}/outcome", {"outcome": "done"},
      expect(200, 403, 200, 403, 200, 403)),
     ("POST", "/api/referrals/{referral}/escalate", None, ONLY_SUPERVISOR),

@@ -315,6 +315,18 @@ class HarasserActionService:
             )
             return [await self._view(session, row) for row in rows]
 
+    async def overdue(self) -> list[HarasserActionView]:
+        """Open actions past their due time, most overdue first: the supervisors' list of
+        warnings and counselling calls nobody has made yet."""
+        async with self._store.session() as session:
+            rows = await session.scalars(
+                select(HarasserAction).where(
+                    HarasserAction.status == HarasserActionStatus.ASSIGNED.value,
+                    HarasserAction.due_at < self._now(),
+                ).order_by(HarasserAction.due_at, HarasserAction.id)
+            )
+            return [await self._view(session, row) for row in rows]
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _station(self, unit_code: str | None, district: str | None) -> Unit:

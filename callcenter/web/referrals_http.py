@@ -387,6 +387,16 @@ async def my_harasser_actions(request: web.Request) -> web.StreamResponse:
     ))
 
 
+@api("Harasser actions past their due time with no outcome, most overdue first",
+     roles=SUPERVISORS, response=HarasserActionList, tags=["harassers"])
+@speaks_referrals
+async def overdue_harasser_actions(request: web.Request) -> web.StreamResponse:
+    found = await _desk(request).harassers.overdue()
+    return json_response(HarasserActionList(
+        harasser_actions=[HarasserActionOut.of(a) for a in found]
+    ))
+
+
 @api("Record how a harasser action went: the officer who owns it, or a supervisor",
      roles=WORKERS, body=OutcomeRequest, response=HarasserActionOut, tags=["harassers"],
      errors=[404, 409])
@@ -417,6 +427,7 @@ ROUTES: Mapping[tuple[str, str], Callable[[web.Request], Awaitable[web.StreamRes
     ("POST", "/api/cases/{reference}/referrals"): create_referral,
     ("POST", "/api/cases/{reference}/harasser-actions"): propose_harasser_action,
     ("GET", "/api/harasser-actions/mine"): my_harasser_actions,
+    ("GET", "/api/harasser-actions/overdue"): overdue_harasser_actions,
     ("POST", r"/api/harasser-actions/{action_id:\d{1,9}}/outcome"): record_outcome,
 }
 
