@@ -312,6 +312,154 @@ async def test_the_agent_records_wrong_person_only_after_an_answered_call(
     assert (after.outcome, after.outcome_by) == ("unsafe_to_talk", "agent.asha")
 
 
+# -- the sweep: nothing lost when the instance died before the decision ---------------------
+
+
+class RecordingKeys:
+    """Task keys that fail while ``down``; remembers what was deleted."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.forgotten: list[int] = []
+
+    async def forget(self, task_id: int) -> bool:
+        if self.down:
+            raise ConnectionError("AMI away")
+        self.forgotten.append(task_id)
+        return True
+
+
+async def ended_abandon(store: Store, vault: Vault, *, n: int, callback_ok: bool | None,
+                        ended: datetime, number: str = HER) -> CallRecord:
+    record = await abandoned_call(store, vault, n=n, callback_ok=callback_ok, number=number)
+    async with store.transaction() as session:
+        row = await session.get(CallRecord, record.id)
+        assert row is not None
+        row.ended_at = ended
+        row.started_at = ended - timedelta(minutes=1)
+    record.ended_at, record.started_at = ended, ended - timedelta(minutes=1)
+    return record
+
+
+async def test_the_sweep_decides_an_abandon_whose_decision_was_lost_once(
+    migrated_store: Store, vault: Vault, clock: FakeClock, build: Build
+) -> None:
+    dialler = ScriptedDialler(DialResult.REACHED)
+    service, scheduler = build(dialler)
+    # The instance died after recording her abandon: call_ended never ran for it.
+    lost = await ended_abandon(migrated_store, vault, n=1, callback_ok=True,
+                               ended=T0 - timedelta(minutes=10))
+    too_old = await ended_abandon(migrated_store, vault, n=2, callback_ok=True,
+                                  ended=T0 - timedelta(hours=7), number="+91 98765 40000")
+    report = await service.sweep()
+    assert (report.decided, report.failed) == (1, 0)
+    [row] = await _callbacks(migrated_store)
+    assert (row.status, row.call_record_id) == ("scheduled", lost.id)
+    assert too_old.id != row.call_record_id
+    # Another sweep, or a second instance, or the live path replaying: nothing twice.
+    again, other = await asyncio.gather(service.sweep(), build(dialler)[0].sweep())
+    assert again.decided + other.decided == 0
+    assert await service.consider(lost) is None
+    assert await scheduler.run_due() == 1 and len(dialler.calls) == 1
+    assert len(await _callbacks(migrated_store)) == 1
+
+
+async def test_the_sweep_never_resurrects_a_dismissed_callback_nor_overrides_her_later_word(
+    migrated_store: Store, vault: Vault, clock: FakeClock, build: Build
+) -> None:
+    dialler = ScriptedDialler()
+    service, scheduler = build(dialler)
+    # Her first abandon was decided and dismissed; a second one, earlier than the
+    # dismissal, lost its decision.
+    first = await ended_abandon(migrated_store, vault, n=1, callback_ok=None,
+                                ended=T0 - timedelta(minutes=30))
+    view = await service.consider(first)
+    assert view is not None
+    await ended_abandon(migrated_store, vault, n=2, callback_ok=True,
+                        ended=T0 - timedelta(minutes=20))
+    await service.dismiss(view.id, "sup.meena")
+    assert (await service.sweep()).decided == 1
+    [row] = await _callbacks(migrated_store)
+    assert (row.status, row.repeats, row.task_id) == ("dismissed", 2, None)
+    assert await scheduler.run_due() == 0 and dialler.calls == []
+
+    # Another woman: "not safe" lost, then a later "safe" call scheduled the callback.
+    other = "+91 98765 41111"
+    await ended_abandon(migrated_store, vault, n=3, callback_ok=False,
+                        ended=T0 - timedelta(minutes=20), number=other)
+    later = await ended_abandon(migrated_store, vault, n=4, callback_ok=True,
+                                ended=T0 - timedelta(minutes=10), number=other)
+    scheduled = await service.consider(later)
+    assert scheduled is not None and scheduled.status == "scheduled"
+    assert (await service.sweep()).decided == 1
+    after = await service.get(scheduled.id)
+    assert (after.status, after.repeats) == ("scheduled", 2), "her latest word stands"
+
+
+async def test_a_finished_tasks_astdb_keys_are_deleted_after_commit_and_swept_when_it_failed(
+    migrated_store: Store, vault: Vault, clock: FakeClock,
+) -> None:
+    keys = RecordingKeys()
+    dialler = ScriptedDialler(DialResult.NO_ANSWER, DialResult.REACHED)
+    service = CallbackService(
+        migrated_store, vault, CallbackSettings(presented_number=NEUTRAL,
+                                                first_delay=timedelta(0)),
+        dialler=dialler, task_keys=keys, clock=clock,
+    )
+    scheduler = Scheduler(migrated_store, "app-1", service.handlers(), clock,
+                          hooks=[service.on_task_outcome],
+                          backoff=Backoff(base=timedelta(minutes=5)))
+    service.bind(scheduler)
+    view = await service.consider(
+        await abandoned_call(migrated_store, vault, n=1, callback_ok=True))
+    assert view is not None
+    await scheduler.run_due()
+    await asyncio.sleep(0)
+    assert keys.forgotten == [], "a retried task may still be settled: keys stay"
+    clock.advance(timedelta(minutes=5))
+    keys.down = True
+    await scheduler.run_due()
+    await service.stop_sweeping()  # lets the after-commit delete run (and fail)
+    [row] = await _callbacks(migrated_store)
+    assert row.status == "done" and keys.forgotten == []
+    task_id = row.task_id
+    keys.down = False
+    assert (await service.sweep()).keys_forgotten == 0, "not before the task is an hour old"
+    clock.advance(timedelta(hours=1, minutes=1))
+    assert (await service.sweep()).keys_forgotten == 1
+    assert keys.forgotten == [task_id]
+    assert (await service.sweep()).keys_forgotten == 0, "each finished task is swept once"
+
+    # With the PBX there, the keys go right after the final state is committed.
+    second = await service.consider(await abandoned_call(
+        migrated_store, vault, n=2, callback_ok=True, number="+91 98765 42222"))
+    assert second is not None
+    dialler.results.append(DialResult.REACHED)
+    await scheduler.run_due()
+    await service.stop_sweeping()
+    [_, row2] = await _callbacks(migrated_store)
+    assert row2.status == "done" and keys.forgotten == [task_id, row2.task_id]
+
+
+async def test_the_dialler_forgets_both_keys_of_a_task_one_by_one() -> None:
+    class Ops:
+        def __init__(self) -> None:
+            self.deleted: list[tuple[str, str]] = []
+
+        async def db_del(self, family: str, key: str) -> bool:
+            if family == "wpl_call" and key == "8":
+                raise ConnectionError("AMI away")
+            self.deleted.append((family, key))
+            return True
+
+    ops = Ops()
+    dialler = AmiDialler(object(), ops=ops)  # type: ignore[arg-type]
+    assert await dialler.forget(7) is True
+    assert ops.deleted == [("wpl_call", "7"), ("wpl_task", "7")]
+    assert await dialler.forget(8) is False, "a failure is reported, the other key still goes"
+    assert ops.deleted[-1] == ("wpl_task", "8")
+
+
 # -- follow-up calls on a case -------------------------------------------------------------
 
 
@@ -540,12 +688,26 @@ async def test_http_supervisors_decide_agents_record_and_set_follow_ups(
             status, _ = await call("POST", f"/api/callbacks/{pending.id}/dismiss", "deepa")
             assert status == 409 and "callback_conflict" in bodies[-1]
             await scheduler.run_due()
+            # asha took the callback's call (the recorder's row of it); bela did not.
+            async with migrated_store.transaction() as session:
+                session.add(CallRecord(
+                    node="up-east", linkedid="1795328100.7", caller_token=asha.caller_token,
+                    queue="wpl-callback", agent_interface="PJSIP/agent1001",
+                    started_at=datetime.now(UTC) + timedelta(seconds=1), outcome="answered"))
+            status, _ = await call("POST", f"/api/callbacks/{pending.id}/outcome", "bela",
+                                   json={"outcome": "wrong_person"})
+            assert status == 403 and "not_your_callback" in bodies[-1]
+            assert (await service.get(pending.id)).outcome == "reached"
             status, body = await call("POST", f"/api/callbacks/{pending.id}/outcome", "asha",
                                       json={"outcome": "wrong_person"})
             assert (status, body["outcome"], body["outcome_by"]) == (200, "wrong_person", "asha")
             status, _ = await call("POST", f"/api/callbacks/{pending.id}/outcome", "asha",
                                    json={"outcome": "reached"})
             assert status == 422
+            status, _ = await call("POST", f"/api/callbacks/{pending.id}/outcome", "deepa",
+                                   json={"outcome": "unsafe_to_talk"})
+            # A supervisor passes the check (an agent's word, once recorded, stands).
+            assert status == 409 and "callback_conflict" in bodies[-1]
 
             # Follow-ups: asha works on her case; bela does not.
             path = f"/api/cases/{asha.reference}/followups"

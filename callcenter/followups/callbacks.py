@@ -20,15 +20,18 @@ Nothing here logs or stores a number: rows carry the identity id and her token.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select
+from sqlalchemy import event, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from callcenter.cases.models import CallerIdentity, Case, CaseNote
 from callcenter.cases.vault import Purpose, Vault
@@ -45,7 +48,7 @@ from .callback_models import (
 )
 from .dialler import NOT_CALLED, DialResult, OutboundCall
 from .errors import FollowupError, RetryTask, TaskFailed
-from .models import TaskState, aware
+from .models import FINAL_STATES, ScheduledTask, TaskState, aware
 from .scheduler import CallSettler, Handler, Scheduler, TaskContext, TaskReport
 
 log = logging.getLogger(__name__)
@@ -106,11 +109,24 @@ class CallbackSettings:
     followup_priority: int = 2
     #: Retry delay when no agent was free (she was not dialled, so sooner than backoff).
     agent_timeout_retry: timedelta = timedelta(minutes=1)
+    #: The sweep looks again at abandons that ended this far back and were never decided
+    #: (the instance died between the call's end and the decision).
+    sweep_lookback: timedelta = timedelta(hours=6)
+    #: How often the sweep runs (seconds) while this instance runs the scheduler.
+    sweep_interval_s: float = 300.0
+    #: The live path decides within moments of the call's end; the sweep leaves it that
+    #: long so the two rarely do the same work (the decision is idempotent either way).
+    sweep_grace: timedelta = timedelta(minutes=2)
+    #: A finished task's AstDB keys are deleted again by the sweep this long after it
+    #: finished: a failed delete, or a key a stale settler or Originate wrote back late.
+    keys_linger: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         number = self.presented_number.lstrip("+")
         if not number.isdigit() or number.endswith("1090") and len(number) <= 6:
             raise ValueError("presented_number must be a neutral number, not the helpline's")
+        if self.sweep_lookback <= timedelta(0) or self.sweep_interval_s <= 0:
+            raise ValueError("the callback sweep needs a positive lookback and interval")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +167,32 @@ class Dialler(Protocol):
     async def place(self, ctx: TaskContext, call: OutboundCall) -> DialResult: ...
 
 
+class TaskKeys(Protocol):
+    """Deletes what the PBX keeps about a finished task (AstDB fence and mark)."""
+
+    async def forget(self, task_id: int) -> bool: ...
+
+
+@dataclass(slots=True)
+class SweepReport:
+    """What one sweep did (counts only)."""
+
+    #: Undecided abandons that now have their decision (a callback row, or a link).
+    decided: int = 0
+    #: Undecided abandons looked at that still make no callback (blocked, withheld...).
+    skipped: int = 0
+    failed: int = 0
+    #: Finished tasks whose AstDB keys were deleted again.
+    keys_forgotten: int = 0
+
+
+#: Where the call-records query of one sweep stops; the next sweep takes the rest.
+_SWEEP_BATCH = 500
+#: The AMI queue the callback's agent half waits in (dialplans/extensions_1090.conf).
+CALLBACK_QUEUE = "wpl-callback"
+_KEYS_PENDING = "callback_task_keys"
+
+
 # -- the service --------------------------------------------------------------------------
 
 
@@ -165,6 +207,7 @@ class CallbackService:
         *,
         dialler: Dialler | None = None,
         is_blocked: Callable[[int], Awaitable[bool]] | None = None,
+        task_keys: TaskKeys | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
@@ -172,8 +215,13 @@ class CallbackService:
         self.settings = settings or CallbackSettings()
         self._dialler = dialler
         self._is_blocked = is_blocked
+        self._task_keys = task_keys
         self._clock = clock
         self._scheduler: Scheduler | None = None
+        self._cleanups: set[asyncio.Task[bool]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        #: Tasks finished before this were already swept for keys by this instance.
+        self._keys_swept_to: datetime | None = None
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -209,7 +257,10 @@ class CallbackService:
             return None
         return await self.consider(record)
 
-    async def consider(self, record: CallRecord) -> CallbackView | None:
+    async def consider(self, record: CallRecord, *, late: bool = False) -> CallbackView | None:
+        """The decision for one ended call. ``late`` (the sweep): a later word of hers, or
+        a supervisor's decision made after this call ended, stands; the call is only linked.
+        """
         if record.outcome not in ABANDONED_OUTCOMES or record.caller_identity_id is None:
             return None
         if record.outcome == "abandoned_ivr" and not record.category:
@@ -219,7 +270,7 @@ class CallbackService:
             return None
         for _attempt in range(3):
             try:
-                view = await self._merge_or_create(record)
+                view = await self._merge_or_create(record, late=late)
             except IntegrityError:
                 continue  # another abandon of hers was stored at the same moment: merge
             if view is not None and view.status == CallbackStatus.SCHEDULED:
@@ -227,7 +278,8 @@ class CallbackService:
             return view
         raise CallbackConflict("callback for this caller kept changing hands")
 
-    async def _merge_or_create(self, record: CallRecord) -> CallbackView | None:
+    async def _merge_or_create(self, record: CallRecord, *, late: bool = False,
+                               ) -> CallbackView | None:
         now = self._now()
         identity_id = record.caller_identity_id
         assert identity_id is not None
@@ -240,6 +292,17 @@ class CallbackService:
             identity = await session.get(CallerIdentity, identity_id)
             if identity is None or identity.sealed is None:
                 return None  # withheld: there is no number to call back
+            if late:
+                newer = await self._newer_word(session, record)
+                if newer is not None:
+                    # What happened after this call (her later call, a supervisor's
+                    # dismissal, a call to her) already answered it: link, change nothing.
+                    newer.repeats += 1
+                    newer.updated_at = now
+                    session.add(CallbackCall(callback_id=newer.id, call_record_id=record.id,
+                                             at=now))
+                    await session.flush()
+                    return _view(newer)
             row = await session.scalar(
                 select(Callback)
                 .where(
@@ -293,6 +356,30 @@ class CallbackService:
                     row.decided_by = None
             await session.flush()
             return _view(row)
+
+    async def _newer_word(self, session: AsyncSession, record: CallRecord) -> Callback | None:
+        """Her abandoned-call callback that something touched after ``record`` ended."""
+        ended = record.ended_at or record.started_at
+        if ended is None:
+            return None
+        latest_call = select(func.coalesce(CallRecord.ended_at, CallRecord.started_at)).where(
+            CallRecord.id == Callback.call_record_id
+        ).scalar_subquery()
+        return await session.scalar(
+            select(Callback)
+            .where(
+                Callback.caller_identity_id == record.caller_identity_id,
+                Callback.kind == CallbackKind.ABANDONED,
+                or_(
+                    latest_call > ended,
+                    Callback.decided_at >= ended,
+                    Callback.outcome_at >= ended,
+                ),
+            )
+            .order_by(Callback.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
 
     async def _schedule(self, session: AsyncSession, row: Callback, *, decided_by: str) -> None:
         now = self._now()
@@ -483,6 +570,8 @@ class CallbackService:
         callback_id = report.payload.get("callback_id")
         if not isinstance(callback_id, int):
             return
+        if report.state in FINAL_STATES:
+            self._forget_keys_after_commit(session, report.task_id)
         row = await session.get(Callback, callback_id, with_for_update=True)
         if row is None or row.task_id != report.task_id:
             return
@@ -509,6 +598,162 @@ class CallbackService:
                 text=f"{_label(row.kind)} call attempt {report.attempts}: {outcome}"
                 + ("" if row.status in OPEN_STATUSES else f" ({row.status})"),
             ))
+
+
+    # -- AstDB hygiene ----------------------------------------------------------------------
+
+    def _forget_keys_after_commit(self, session: AsyncSession, task_id: int) -> None:
+        """Delete the task's AstDB keys once its final state is committed (not before: until
+        then a settler may still need the fence and the mark)."""
+        if self._task_keys is None:
+            return
+        pending: set[int] | None = session.info.get(_KEYS_PENDING)
+        if pending is None:
+            pending = session.info[_KEYS_PENDING] = set()
+            loop = asyncio.get_running_loop()
+
+            def committed(sync_session: Session) -> None:
+                # after_commit also fires when the hook's savepoint is released.
+                if sync_session.in_nested_transaction():
+                    return
+                for done_task in sorted(sync_session.info.pop(_KEYS_PENDING, set())):
+                    cleanup = loop.create_task(self._forget_keys(done_task))
+                    self._cleanups.add(cleanup)
+                    cleanup.add_done_callback(self._cleanups.discard)
+
+            event.listen(session.sync_session, "after_commit", committed)
+        pending.add(task_id)
+
+    async def _forget_keys(self, task_id: int) -> bool:
+        if self._task_keys is None:
+            return True
+        try:
+            return await self._task_keys.forget(task_id)
+        except Exception as exc:  # noqa: BLE001 - best effort: the sweep deletes them later
+            log.warning("task %s: AstDB keys not deleted: %s", task_id, type(exc).__name__)
+            return False
+
+    # -- the sweep ----------------------------------------------------------------------------
+
+    async def sweep(self) -> SweepReport:
+        """Decide abandons whose decision was lost; delete finished tasks' AstDB keys again.
+
+        Idempotent and safe on several instances at once: an abandon is decided at most once
+        (``callback_call`` is unique per call; her open callback is unique per woman).
+        """
+        report = SweepReport()
+        now = self._now()
+        settings = self.settings
+        moment = func.coalesce(CallRecord.ended_at, CallRecord.started_at)
+        async with self._store.session() as session:
+            records = list(await session.scalars(
+                select(CallRecord)
+                .where(
+                    CallRecord.outcome.in_(sorted(ABANDONED_OUTCOMES)),
+                    CallRecord.caller_identity_id.is_not(None),
+                    or_(CallRecord.outcome != "abandoned_ivr", CallRecord.category.is_not(None)),
+                    moment >= now - settings.sweep_lookback,
+                    moment <= now - settings.sweep_grace,
+                    ~exists().where(CallbackCall.call_record_id == CallRecord.id),
+                )
+                .order_by(moment)
+                .limit(_SWEEP_BATCH)
+            ))
+        for record in records:
+            try:
+                view = await self.consider(record, late=True)
+            except Exception as exc:  # noqa: BLE001 - one record must not stop the rest
+                report.failed += 1
+                log.warning("sweep: call record %s not decided: %s", record.id,
+                            type(exc).__name__)
+                continue
+            if view is None:
+                report.skipped += 1
+            else:
+                report.decided += 1
+        if report.decided:
+            log.info("sweep: %s abandoned calls decided late", report.decided)
+        report.keys_forgotten = await self._sweep_keys(now)
+        return report
+
+    async def _sweep_keys(self, now: datetime) -> int:
+        if self._task_keys is None:
+            return 0
+        until = now - self.settings.keys_linger
+        since = self._keys_swept_to or until - self.settings.sweep_lookback
+        if until <= since:
+            return 0
+        async with self._store.session() as session:
+            task_ids = list(await session.scalars(
+                select(ScheduledTask.id).where(
+                    ScheduledTask.kind == CALLBACK_TASK,
+                    ScheduledTask.state.in_([s.value for s in FINAL_STATES]),
+                    ScheduledTask.finished_at > since,
+                    ScheduledTask.finished_at <= until,
+                ).order_by(ScheduledTask.id)
+            ))
+        forgotten = 0
+        for task_id in task_ids:
+            if not await self._forget_keys(task_id):
+                # The PBX is away: this window is looked at again on the next sweep.
+                return forgotten
+            forgotten += 1
+        self._keys_swept_to = until
+        return forgotten
+
+    def start_sweeping(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="callback-sweep")
+
+    async def stop_sweeping(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        cleanups = list(self._cleanups)
+        if cleanups:
+            # Deletes under way may finish; what does not is deleted by a later sweep.
+            _done, not_done = await asyncio.wait(cleanups, timeout=5.0)
+            for task in not_done:
+                task.cancel()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:  # noqa: BLE001 - database away: try at the next round
+                log.warning("callback sweep failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.settings.sweep_interval_s)
+
+    # -- who may speak for a callback's call --------------------------------------------
+
+    async def took_call(self, callback_id: int, endpoint: str | None) -> bool:
+        """Whether the agent at ``endpoint`` answered a call placed for this callback.
+
+        A callback call is recorded like any call: queued in ``wpl-callback`` under her
+        token, answered by an agent's interface, after the callback existed.
+        """
+        if not endpoint:
+            return False
+        async with self._store.session() as session:
+            row = await self._load_plain(session, callback_id)
+            found = await session.scalar(
+                select(CallRecord.id).where(
+                    CallRecord.caller_token == row.caller_token,
+                    CallRecord.queue == CALLBACK_QUEUE,
+                    CallRecord.agent_interface == endpoint,
+                    func.coalesce(CallRecord.started_at, CallRecord.ended_at)
+                    >= row.created_at,
+                ).limit(1)
+            )
+        return found is not None
+
+    async def _load_plain(self, session: AsyncSession, callback_id: int) -> Callback:
+        row = await session.get(Callback, callback_id)
+        if row is None:
+            raise CallbackNotFound(f"no callback {callback_id}")
+        return row
 
 
 def _outcome_of(report: TaskReport) -> str:
@@ -546,11 +791,14 @@ class Followups:
     dialler: Any
 
     def start(self) -> None:
-        """Run the scheduler (while this instance owns the PBX the dialler talks to)."""
+        """Run the scheduler and the sweep (while this instance owns the PBX the dialler
+        talks to)."""
         self.scheduler.start()
+        self.callbacks.start_sweeping()
 
     async def stop(self) -> None:
         """Stop claiming; running calls finish or are settled by the next owner."""
+        await self.callbacks.stop_sweeping()
         await self.scheduler.stop()
 
 
@@ -579,7 +827,7 @@ def build_followups(
     dialler.start()
     callbacks = CallbackService(
         center.store, center.vault, settings, dialler=dialler,
-        is_blocked=center.cases.is_blocked,
+        is_blocked=center.cases.is_blocked, task_keys=dialler,
     )
     # One scheduler per instance runs every kind of task: other features (referral
     # deadlines, SMS) bring their handlers, and may wrap the call settler with their own.

@@ -210,6 +210,22 @@ class AmiDialler:
         return _BY_DIALSTATUS.get(status.upper(), DialResult.UNREACHABLE)
 
 
+    async def forget(self, task_id: int) -> bool:
+        """Delete a finished task's mark and fence from AstDB (one key each, never the
+        family); True when both are gone. Call only once the task's final state is
+        committed: until then a settler may need them."""
+        key = str(task_id)
+        gone = True
+        for family in (MARK_FAMILY, FENCE_FAMILY):
+            try:
+                await self._ops.db_del(family, key)
+            except Exception as exc:  # noqa: BLE001 - best effort: the sweep tries again
+                gone = False
+                log.warning("task %s: AstDB %s key not deleted: %s", task_id, family,
+                            type(exc).__name__)
+        return gone
+
+
 class AmiCallSettler:
     """The scheduler's settler on a real PBX (see the module docstring for the reasoning)."""
 

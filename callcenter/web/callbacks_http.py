@@ -29,7 +29,7 @@ from .body import json_response, read_body, read_empty
 from .cases_http import CaseAccess, _calls_of, speaks_cases
 from .errors import WebError
 from .keys import DEPS
-from .openapi import ALL_ROLES, api
+from .openapi import ALL_ROLES, SUPERVISORS, api
 
 SUPERVISOR = frozenset({"supervisor"})
 
@@ -160,14 +160,22 @@ async def dismiss(request: web.Request) -> web.StreamResponse:
 
 
 @api("After an answered callback: record that someone else answered (wrong_person) or "
-     "that she could not talk safely (unsafe_to_talk)", roles=ALL_ROLES,
-     body=OutcomeRequest, response=CallbackOut, tags=["callbacks"], errors=[404, 409, 422])
+     "that she could not talk safely (unsafe_to_talk). Only the agent who took the "
+     "callback's call, or a supervisor (403 not_your_callback otherwise)", roles=ALL_ROLES,
+     body=OutcomeRequest, response=CallbackOut, tags=["callbacks"],
+     errors=[403, 404, 409, 422])
 @speaks_callbacks
 async def record_outcome(request: web.Request) -> web.StreamResponse:
     form = await read_body(request, OutcomeRequest)
-    view = await _callbacks(request).record_outcome(
-        _callback_id(request), form.outcome, session_of(request).username
-    )
+    who = session_of(request)
+    service = _callbacks(request)
+    callback_id = _callback_id(request)
+    # What she said on that call is known only to the agent who heard it.
+    if who.role not in SUPERVISORS and not await service.took_call(callback_id, who.endpoint):
+        raise WebError(403, "not_your_callback",
+                       "Only the agent who took this callback's call, or a supervisor, "
+                       "may record how it went.")
+    view = await service.record_outcome(callback_id, form.outcome, who.username)
     return json_response(CallbackOut.of(view))
 
 
