@@ -450,6 +450,39 @@ async def _originate(s: AMISession, f: Frame) -> None:
         s.error(f, "Originate failed")
 
 
+def _named_channel(
+    s: AMISession,
+    f: Frame,
+    *,
+    missing: str = "No channel specified",
+    unknown: str = "No such channel",
+) -> Channel | None:
+    """The channel the action's ``Channel`` header names; None once the error has been
+    answered. Each manager.c action words its two refusals its own way."""
+    name = f.get("Channel")
+    if not name:
+        s.error(f, missing)
+        return None
+    chan = s.sim.core.find_channel(name)
+    if chan is None:
+        s.error(f, unknown)
+    return chan
+
+
+def _transfer_request(s: AMISession, f: Frame) -> tuple[Channel, str] | None:
+    """BlindTransfer's and Atxfer's shared checks, in manager.c's order: channel named,
+    extension named, channel exists."""
+    if not f.get("Channel"):
+        s.error(f, "No channel specified")
+        return None
+    exten = f.get("Exten")
+    if not exten:
+        s.error(f, "No extension specified")
+        return None
+    chan = _named_channel(s, f, unknown="Channel specified does not exist")
+    return None if chan is None else (chan, exten)
+
+
 def _priority(core: PBXCore, context: str, exten: str, text: str) -> int:
     """A number, or a label looked up in the dialplan (ast_findlabel_extension); 0: none."""
     if text.isdigit():
@@ -516,18 +549,11 @@ async def _redirect(s: AMISession, f: Frame) -> None:
 
 
 async def _blind_transfer(s: AMISession, f: Frame) -> None:
-    name, exten = f.get("Channel"), f.get("Exten")
-    if not name:
-        s.error(f, "No channel specified")
+    request = _transfer_request(s, f)
+    if request is None:
         return
-    if not exten:
-        s.error(f, "No extension specified")
-        return
+    chan, exten = request
     core = s.sim.core
-    chan = core.find_channel(name)
-    if chan is None:
-        s.error(f, "Channel specified does not exist")
-        return
     context = f.get("Context") or chan.context
     result = core.transfers.blind(chan, exten, context)
     if result == "Success":
@@ -539,18 +565,11 @@ async def _blind_transfer(s: AMISession, f: Frame) -> None:
 
 
 async def _atxfer(s: AMISession, f: Frame) -> None:
-    name, exten = f.get("Channel"), f.get("Exten")
-    if not name:
-        s.error(f, "No channel specified")
+    request = _transfer_request(s, f)
+    if request is None:
         return
-    if not exten:
-        s.error(f, "No extension specified")
-        return
+    chan, exten = request
     core = s.sim.core
-    chan = core.find_channel(name)
-    if chan is None:
-        s.error(f, "Channel specified does not exist")
-        return
     code = core.config.features.atxfer
     if not code:
         s.error(f, "No attended transfer feature code found")
@@ -572,15 +591,10 @@ async def _queued_atxfer(core: PBXCore, chan: Channel, code: str, exten: str) ->
 
 
 async def _cancel_atxfer(s: AMISession, f: Frame) -> None:
-    name = f.get("Channel")
-    if not name:
-        s.error(f, "No channel specified")
+    chan = _named_channel(s, f, unknown="Channel specified does not exist")
+    if chan is None:
         return
     core = s.sim.core
-    chan = core.find_channel(name)
-    if chan is None:
-        s.error(f, "Channel specified does not exist")
-        return
     code = core.config.features.atxferabort
     if not code:
         s.error(f, "No disconnect feature code found")
@@ -590,15 +604,13 @@ async def _cancel_atxfer(s: AMISession, f: Frame) -> None:
 
 
 async def _hangup(s: AMISession, f: Frame) -> None:
-    name = f.get("Channel")
-    if not name:
-        s.error(f, "No channel specified")
+    chan = _named_channel(s, f)
+    if chan is None:
         return
-    core = s.sim.core
-    chan = core.find_channel(name)
-    if chan is None or chan.soft_hangup:
+    if chan.soft_hangup:
         s.error(f, "No such channel")
         return
+    core = s.sim.core
     cause_text = f.get("Cause") or ""
     cause = int(cause_text) if cause_text.isdigit() else 16
     s.success(f, "Channel Hungup")
@@ -690,26 +702,16 @@ async def _dbdel(s: AMISession, f: Frame) -> None:
 
 
 async def _mixmonitor(s: AMISession, f: Frame) -> None:
-    name = f.get("Channel")
-    if not name:
-        s.error(f, "No channel specified")
-        return
-    chan = s.sim.core.find_channel(name)
+    chan = _named_channel(s, f)
     if chan is None:
-        s.error(f, "No such channel")
         return
     chan.mixmonitor = f.get("File") or f"{chan.uniqueid}.wav"
     s.success(f)
 
 
 async def _stop_mixmonitor(s: AMISession, f: Frame) -> None:
-    name = f.get("Channel")
-    if not name:
-        s.error(f, "No channel specified")
-        return
-    chan = s.sim.core.find_channel(name)
+    chan = _named_channel(s, f)
     if chan is None:
-        s.error(f, "No such channel")
         return
     chan.mixmonitor = None
     s.success(f)
