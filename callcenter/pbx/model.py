@@ -11,7 +11,7 @@ real name.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from callcenter.ami import Frame
@@ -267,12 +267,24 @@ class PbxModel:
         """
         if not bridge_id:
             return
-        for members in self._reach(bridge_id):
+        # One pass over the channels per bridge event, shared by every lookup below.
+        by_bridge: dict[str, list[Channel]] = {}
+        by_name: dict[str, Channel] = {}
+        for channel in self.channels.values():
+            by_name[channel.name] = channel
+            if channel.bridge_id:
+                by_bridge.setdefault(channel.bridge_id, []).append(channel)
+        for members in _reach(bridge_id, by_bridge, by_name):
             for caller in members:
                 call = self.calls.get(caller.linkedid)
                 if call is None or call.caller_uniqueid != caller.uniqueid:
                     continue
-                others = {c.uniqueid: c for c in self._parties(caller)}
+                others = {
+                    c.uniqueid: c
+                    for group in _reach(caller.bridge_id, by_bridge, by_name)
+                    for c in group
+                    if c is not caller and not c.name.startswith("Local/")
+                }
                 self._close_holdings(call, set(others), at)
                 held = {h.channel for h in call.holders if h.until is None}
                 for other in others.values():
@@ -285,43 +297,6 @@ class PbxModel:
                         last.until = None
                         continue
                     call.holders.append(Holding(other.name.rpartition("-")[0], other.name, at))
-
-    def _bridged(self, bridge_id: str) -> list[Channel]:
-        return [c for c in self.channels.values() if c.bridge_id == bridge_id]
-
-    def _partner(self, local: Channel) -> Channel | None:
-        """The other half of ``Local/x@ctx-0001;1`` (``;2``), and the reverse."""
-        base, _, half = local.name.rpartition(";")
-        other = f"{base};{'2' if half == '1' else '1'}"
-        return next((c for c in self.channels.values() if c.name == other), None)
-
-    def _reach(self, bridge_id: str) -> list[list[Channel]]:
-        """Members of ``bridge_id`` and of every bridge joined to it by Local pairs."""
-        seen: set[str] = set()
-        todo = [bridge_id]
-        found: list[list[Channel]] = []
-        while todo:
-            current = todo.pop()
-            if current in seen or not current:
-                continue
-            seen.add(current)
-            members = self._bridged(current)
-            found.append(members)
-            for member in members:
-                if member.name.startswith("Local/"):
-                    partner = self._partner(member)
-                    if partner is not None and partner.bridge_id:
-                        todo.append(partner.bridge_id)
-        return found
-
-    def _parties(self, caller: Channel) -> list[Channel]:
-        """Everyone (not a Local half) the caller is bridged with, through Local pairs."""
-        parties: list[Channel] = []
-        for members in self._reach(caller.bridge_id):
-            parties.extend(
-                c for c in members if c is not caller and not c.name.startswith("Local/")
-            )
-        return parties
 
     def _close_holdings(
         self, call: LiveCall, keep: set[str], at: float | None, *, default: str | None = None
@@ -607,3 +582,27 @@ class PbxModel:
     def waiting(self, queue: str) -> list[QueueEntry]:
         q = self.queues.get(queue)
         return [] if q is None else list(q.entries)
+
+
+def _reach(
+    bridge_id: str, by_bridge: Mapping[str, list[Channel]], by_name: Mapping[str, Channel]
+) -> list[list[Channel]]:
+    """Members of ``bridge_id`` and of every bridge joined to it by Local pairs (the far
+    half of ``Local/x@ctx-0001;1`` is ``;2``, and the reverse)."""
+    seen: set[str] = set()
+    todo = [bridge_id]
+    found: list[list[Channel]] = []
+    while todo:
+        current = todo.pop()
+        if current in seen or not current:
+            continue
+        seen.add(current)
+        members = by_bridge.get(current, [])
+        found.append(members)
+        for member in members:
+            if member.name.startswith("Local/"):
+                base, _, half = member.name.rpartition(";")
+                partner = by_name.get(f"{base};{'2' if half == '1' else '1'}")
+                if partner is not None and partner.bridge_id:
+                    todo.append(partner.bridge_id)
+    return found
