@@ -149,6 +149,13 @@ _MAX_ROW_ID = 10**9
 _DIGIT_RUN = re.compile(r"\d(?:[\s().+-]*\d){6}")
 
 
+def _check_task(kind: str, max_attempts: int) -> None:
+    if not kind or len(kind) > KIND_MAX:
+        raise ValueError("task kind must be 1..64 characters")
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+
+
 def check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     """A payload as stored: flat, string keys, row ids and short codes, nothing number-like.
 
@@ -319,10 +326,7 @@ class Scheduler:
         than ``dedupe_window`` ago) is returned instead of a second one; a pending one gets
         the new due time, payload and maximum.
         """
-        if not kind or len(kind) > KIND_MAX:
-            raise ValueError("task kind must be 1..64 characters")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        _check_task(kind, max_attempts)
         if dedupe_key is not None and not 0 < len(dedupe_key) <= DEDUPE_KEY_MAX:
             raise ValueError("dedupe_key must be 1..128 characters")
         body = check_payload(payload)
@@ -335,13 +339,8 @@ class Scheduler:
                         existing = await self._dedupe(session, dedupe_key, body, due, max_attempts)
                         if existing is not None:
                             return existing
-                    now = self._now()
-                    row = ScheduledTask(
-                        kind=kind, payload=body, dedupe_key=dedupe_key, case_id=case_id,
-                        call_record_id=call_record_id, due_at=due,
-                        state=TaskState.PENDING.value, attempts=0, max_attempts=max_attempts,
-                        fence=0, created_at=now, updated_at=now,
-                    )
+                    row = self._pending_row(kind, body, due, max_attempts, case_id,
+                                            call_record_id, dedupe_key)
                     session.add(row)
                     await session.flush()
                     task_id = row.id
@@ -369,20 +368,29 @@ class Scheduler:
         For a domain row and its task that must appear together or not at all (a callback
         and the task that places it). Call :meth:`wake` after the commit.
         """
-        if not kind or len(kind) > KIND_MAX:
-            raise ValueError("task kind must be 1..64 characters")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        now = self._now()
-        row = ScheduledTask(
-            kind=kind, payload=check_payload(payload), dedupe_key=None, case_id=case_id,
-            call_record_id=call_record_id, due_at=due_at.astimezone(UTC),
-            state=TaskState.PENDING.value, attempts=0, max_attempts=max_attempts,
-            fence=0, created_at=now, updated_at=now,
-        )
+        _check_task(kind, max_attempts)
+        row = self._pending_row(kind, check_payload(payload), due_at.astimezone(UTC),
+                                max_attempts, case_id, call_record_id)
         session.add(row)
         await session.flush()
         return row.id
+
+    def _pending_row(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        due: datetime,
+        max_attempts: int,
+        case_id: int | None,
+        call_record_id: int | None,
+        dedupe_key: str | None = None,
+    ) -> ScheduledTask:
+        now = self._now()
+        return ScheduledTask(
+            kind=kind, payload=payload, dedupe_key=dedupe_key, case_id=case_id,
+            call_record_id=call_record_id, due_at=due, state=TaskState.PENDING.value,
+            attempts=0, max_attempts=max_attempts, fence=0, created_at=now, updated_at=now,
+        )
 
     async def cancel_in(self, session: AsyncSession, task_id: int) -> bool:
         """:meth:`cancel` inside the caller's transaction."""
@@ -430,16 +438,8 @@ class Scheduler:
 
         A running task is not interrupted: its call may already be ringing.
         """
-        now = self._now()
         async with self._store.transaction() as session:
-            result = await session.execute(
-                update(ScheduledTask)
-                .where(ScheduledTask.id == task_id, ScheduledTask.state == TaskState.PENDING)
-                .values(state=TaskState.CANCELLED.value, outcome="cancelled",
-                        updated_at=now, finished_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            return await self.cancel_in(session, task_id)
 
     async def get(self, task_id: int) -> ScheduledTask | None:
         async with self._store.session() as session:
