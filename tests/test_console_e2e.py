@@ -12,7 +12,10 @@ in the test's output directory.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +23,48 @@ import pytest
 from sqlalchemy import func, select
 
 from callcenter.app import CallCenter, serve_web
-from callcenter.cases.models import Case
+from callcenter.cases.models import Case, CaseCategory
 from callcenter.demo import DemoUser, add_demo_users, demo_settings, demo_vault, start_demo_pbx
 from callcenter.sim.actors import Caller, CallerScript
 from callcenter.sim.helpline import CARRIER
 from tests.support.browser import CHROMIUM_ARGS, require_chromium
 
-#: Her number: its 4-digit windows (9999, 9998, 9988, 9888, 8888, 8887, 8877) are
-#: not produced by the epoch-based ids and timestamps the product shows.
-NUMBER = "9999888877"
+
+def windows(number: str) -> set[str]:
+    return {number[i : i + 4] for i in range(len(number) - 3)}
+
+
+def number_unlike_the_clock(now: float) -> str:
+    """Her number, chosen so that no 4-digit window of it is in an epoch time the
+    product legitimately shows while the test runs: the seconds of its own calls,
+    the wallboard's per-minute history of the last hour, hour and day starts.
+    A fixed number cannot work: 1796288880, a minute on 2026-12-03, holds 8888."""
+    t = int(now)
+    shown = [*range(t - 900, t + 900)]
+    shown += range(t - t % 60 - 2 * 3600, t + 3600, 60)
+    shown += range(t - t % 3600 - 2 * 86400, t + 86400, 3600)
+    clock = " ".join(str(s) for s in shown)
+    repeated = (
+        repeat * 4 + second * 4 + tail * 2
+        for repeat in "9876"  # an Indian mobile starts with 6-9
+        for second in "9876543210"
+        for tail in "9876543210"
+    )
+    picks = random.Random(1090)
+    anything = (str(picks.randrange(6_000_000_000, 10_000_000_000)) for _ in range(10_000))
+    for number in itertools.chain(repeated, anything):
+        if not any(w in clock for w in windows(number)):
+            return number
+    raise AssertionError("no test number avoids the clock's digits")
+
+
+NUMBER = number_unlike_the_clock(time.time())
 USERS = [
     DemoUser("priya", "Priya", "agent", "agent1", ("hi", "en"), "priya-test-1090",
              simulated=False),
     DemoUser("sunita", "Sunita", "supervisor", "agent9", ("hi",), "sunita-test-1090",
              simulated=False),
 ]
-
-
-def windows(number: str) -> set[str]:
-    return {number[i : i + 4] for i in range(len(number) - 3)}
 
 
 def free_port() -> int:
@@ -112,7 +138,9 @@ async def test_agent_takes_a_call_in_the_browser_and_the_wallboard_counts_it(
                 await console.wait_for_selector("#state.state-on_call", timeout=30000)
                 await console.screenshot(path=str(tmp_path / "console-on-call.png"))
                 await console.wait_for_selector("#state.state-wrap_up", timeout=30000)
-                await console.select_option("#wrapup-category", "harassment_online")
+                # Her IVR choice (cyber harassment) is where the form starts.
+                assert await console.input_value("#wrapup-category") == "harassment_online"
+                await console.select_option("#wrapup-category", "stalking")
                 await console.fill("#wrapup-notes", "Advised on blocking and reporting.")
                 await console.screenshot(path=str(tmp_path / "console-wrapup.png"))
                 await console.click("#wrapup-submit")
@@ -145,6 +173,8 @@ async def test_agent_takes_a_call_in_the_browser_and_the_wallboard_counts_it(
         assert caller.outcome.connected_to == "PJSIP/agent1"
         async with center.store.session() as session:
             assert await session.scalar(select(func.count()).select_from(Case)) == 1
+            # Her choice, not the IVR's suggestion, is what the case files.
+            assert await session.scalar(select(Case.category)) == CaseCategory.STALKING
         assert seen, "the browser must have seen pages, frames and API bodies"
         leaked = [w for w in windows(NUMBER) if any(w in text for text in seen)]
         assert leaked == [], f"digits of her number reached the browser: {leaked}"

@@ -23,6 +23,7 @@ from tests.support.web import (
     MemoryAgentDirectory,
     StatsStub,
     WebWorld,
+    WrapUpInbox,
     add_call,
     add_staff,
     card,
@@ -71,6 +72,7 @@ async def world(tmp_path: Path) -> AsyncIterator[WebWorld]:
             store=store, bus=bus, accounts=accounts, directory=directory,
             stats=StatsStub({"up-east": _snapshot(time.time())}),
             options=web_options(console_interval=0.5, wallboard_interval=0.5),
+            wrapup_sink=WrapUpInbox(),
         ) as world:
             yield world
     finally:
@@ -130,10 +132,20 @@ async def test_console_and_wallboard_in_chromium(world: WebWorld, tmp_path: Path
             world.directory.set_view(replace(view, state="wrap_up", reason="wrapup",
                                              call=flagged))
             await page.wait_for_selector("#wrapup-submit:not([disabled])")
-            await page.select_option("#wrapup-category", "stalking")
+            # The form starts on the category the IVR gave her call...
+            assert await page.input_value("#wrapup-category") == "stalking"
+            await page.select_option("#wrapup-category", "dowry")
+            # ...and a later update of the same call (her phone, a note) keeps her choice.
+            world.directory.set_view(replace(view, state="wrap_up", reason="wrapup",
+                                             call=flagged, softphone="unreachable"))
+            await page.wait_for_selector("#softphone.phone-unreachable")
+            assert await page.input_value("#wrapup-category") == "dowry"
             await page.fill("#wrapup-notes", "Referred to the women help desk.")
             await page.click("#wrapup-submit")
             await page.wait_for_selector("#state.state-available")
+            inbox = world.deps.wrapup_sink
+            assert isinstance(inbox, WrapUpInbox)
+            assert [(who, form.category) for who, form in inbox.forms] == [("asha", "dowry")]
             assert await page.text_content("#recent-calls") is not None
             assert "T-7KQ2M9" in (await page.text_content("#recent-calls") or "")
 

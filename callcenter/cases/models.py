@@ -94,6 +94,13 @@ WRAPUP_CHOICES: dict[str, tuple[CaseCategory, str | None]] = {
     "other": (CaseCategory.OTHER, None),
 }
 
+#: The wrap-up choice the console offers first for a call the IVR (or a colleague's
+#: hand-over) already put in a category: the plain choice for that category, never a
+#: sub-category the conversation has not revealed.
+WRAPUP_SUGGESTIONS: dict[CaseCategory, str] = {
+    category: choice for choice, (category, sub) in WRAPUP_CHOICES.items() if sub is None
+}
+
 
 class CaseActionKind(StrEnum):
     """What the helpline did for her; each one is a line in the case's timeline."""

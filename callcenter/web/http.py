@@ -26,6 +26,7 @@ from .metrics import update_metrics
 from .openapi import ALL_ROLES, SUPERVISORS, api, build_openapi
 from .schemas import (
     WRAPUP_CATEGORIES,
+    WRAPUP_SUGGESTED,
     AbandonedResponse,
     AgentList,
     AgentResponse,
@@ -69,6 +70,7 @@ async def me(request: web.Request) -> web.StreamResponse:
             "agent": request.app[FANOUT].agent_view(session.username),
             "pause_reasons": list(agents.pause_reasons()),
             "wrapup_categories": list(WRAPUP_CATEGORIES),
+            "wrapup_suggestions": WRAPUP_SUGGESTED,
             "features": served_features(request.app[DEPS]),
         }
     )

@@ -14,12 +14,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from callcenter.agents.views import AgentView
-from callcenter.cases.models import WRAPUP_CHOICES
+from callcenter.cases.models import WRAPUP_CHOICES, WRAPUP_SUGGESTIONS
 from callcenter.queues.stats import AbandonedCall, QueueStatsSnapshot
 
 # The wrap-up choices come from the cases domain, so the form and the case file agree.
 WRAPUP_CATEGORIES: tuple[str, ...] = tuple(WRAPUP_CHOICES)
 WrapUpCategory = Literal[WRAPUP_CATEGORIES]  # type: ignore[valid-type]
+#: Call category (IVR or case) -> the wrap-up choice the form starts on.
+WRAPUP_SUGGESTED: dict[str, str] = {str(c): choice for c, choice in WRAPUP_SUGGESTIONS.items()}
 
 
 class _Request(BaseModel):
@@ -132,6 +134,8 @@ class MeResponse(_Response):
     agent: AgentView | None
     pause_reasons: list[str]
     wrapup_categories: list[str]
+    #: A call's category -> the wrap-up choice her form starts on, set once per call.
+    wrapup_suggestions: dict[str, str] = {}
     #: Optional domains this deployment serves (cases, transfers, callbacks...): the pages
     #: show only the panels whose routes exist.
     features: list[str] = []

@@ -11,6 +11,8 @@ let me = null;
 let lastCall = null;
 let lastPhase = null;
 let lastState = null;
+let wrapUpFor = null; // the call whose category the wrap-up form was last started on
+let wrapUpSuggestions = {};
 // A warm transfer she started and has not completed or cancelled yet.
 let consulting = false;
 
@@ -86,7 +88,16 @@ function renderCall(card, phase, earlier) {
       `${clockTime(contact.started_at)} · ${label(contact.category)} · ${label(contact.outcome)}`,
       contact.case_reference ? ` · case ${contact.case_reference}` : null)) : [el("li", { class: "muted" }, "None.")]));
   }
-  if (card.category) $("wrapup-category").value = card.category;
+  suggestWrapUp(`${card.node}/${card.linkedid}`, card.category);
+}
+
+// The form starts on the call's category once per call; every later update of the card
+// (hang-up, wrap-up, a colleague's note) leaves what she chose alone. A category the form
+// does not offer leaves the placeholder, so she has to choose rather than file a default.
+function suggestWrapUp(callKey, category) {
+  if (!callKey || callKey === wrapUpFor) return;
+  wrapUpFor = callKey;
+  $("wrapup-category").value = wrapUpSuggestions[category] || "";
 }
 
 function renderTransfer(state) {
@@ -147,7 +158,7 @@ function renderHandover(handover) {
   $("handover-destination").textContent = handover.destination;
   replaceChildren($("handover-notes"), ...(handover.notes.length
     ? handover.notes.map((note) => el("li", {}, note)) : [el("li", { class: "muted" }, "None.")]));
-  if (handover.category && !lastCall) $("wrapup-category").value = handover.category;
+  if (!lastCall) suggestWrapUp(`handover:${handover.caller}`, handover.category);
 }
 
 function tick() {
@@ -174,7 +185,9 @@ async function start() {
   $("who").textContent = session.display_name;
   const info = await api("GET", "/api/me");
   replaceChildren($("pause-reasons"), ...info.pause_reasons.map((r) => el("option", { value: r }, label(r))));
-  replaceChildren($("wrapup-category"), ...info.wrapup_categories.map((c) => el("option", { value: c }, label(c))));
+  wrapUpSuggestions = info.wrapup_suggestions || {};
+  replaceChildren($("wrapup-category"), el("option", { value: "" }, "Choose…"),
+    ...info.wrapup_categories.map((c) => el("option", { value: c }, label(c))));
   render(info.agent);
   loadRecent();
   const transfers = (info.features || []).includes("transfers");
