@@ -1,5 +1,6 @@
 # Developer and CI entry points. Every target builds .venv itself when it is missing and
-# reinstalls when pyproject.toml changed since the last install.
+# reinstalls (rebuilding the compiled AMI parser) when pyproject.toml, setup.py or
+# callcenter/ami/_speedups.pyx changed since the last install.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -9,7 +10,7 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py callcenter/ami/_speedups.pyx
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callcenter.ami import AMIParser, AMIProtocolError, Frame
+from tests.support.parsers import parser_implementation  # noqa: F401 - runs each test on both
 
 TRACES = Path(__file__).parent / "fixtures" / "asterisk"
 TRACE_NAMES = sorted(path.stem for path in TRACES.glob("*.ami"))

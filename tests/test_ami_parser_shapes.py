@@ -1,15 +1,22 @@
-"""The parser's compiled per-layout shortcut gives exactly what the careful path gives."""
+"""The parser's fast paths give exactly what the careful path gives.
+
+Each test runs on both implementations (tests/support/parsers.py): the pure Python
+parser's per-layout code, compiled once a layout repeats, and the C fast path of
+callcenter/ami/_speedups.pyx, which learns no layouts but gets the same inputs.
+"""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.synthetic import chunks, synthetic_stream
-from callcenter.ami import AMIParser, Frame
+from callcenter.ami import AMIParser, AMIProtocolError, Frame
 from callcenter.ami.parser import _COMPILE_AFTER, _MAX_SHAPES
+from tests.support.parsers import parser_implementation  # noqa: F401 - runs each test on both
 from tests.test_ami_parser import feed_bytewise, reference_parse, tricky_text
 
 CUSTOM = b"Event: Custom\r\nK: 1\r\nJ: 2\r\n\r\n"
@@ -24,6 +31,8 @@ def compiled_parser(*layouts: bytes) -> AMIParser:
     parser = AMIParser(expect_banner=False)
     for layout in layouts:
         assert len(parser.feed(layout * (_COMPILE_AFTER + 1))) == _COMPILE_AFTER + 1
+    if parser.compiled:
+        return parser  # the C fast path: no layouts to learn, the same frames to make
     compiled = [s for s in parser._shapes.values() if s.build != s._build_generic]
     assert len(compiled) == len(layouts)  # the shortcut under test is the compiled one
     return parser
@@ -139,3 +148,42 @@ def test_byte_by_byte_feeding_agrees_once_compiled() -> None:
     bytewise, _ = feed_bytewise(CUSTOM * (_COMPILE_AFTER + 1) + data, expect_banner=False)
     assert bytewise[_COMPILE_AFTER + 1 :] == whole
     assert whole[2]["K"] == "\u0928" and whole[2]["J"] == ""
+
+
+# -- the compiled fast path and the pure Python parser agree on any bytes ------------
+
+_piece = st.sampled_from([
+    b"Event", b"event", b"EVENT", b"Response", b"Action", b"ActionID", b"actionid",
+    b"Channel", b"Value", b"Output", b": ", b":", b" ", b"\r\n", b"\r", b"\n", b"\x00",
+    b"\xe0\xa4\xa8", b"\xe0\xa4", b"\xff", b"x", b"Success", b"\t", b"(", b"/",
+])
+_line = st.lists(_piece, min_size=0, max_size=6).map(b"".join)
+_frame = st.lists(_line, min_size=1, max_size=6).map(lambda lines: b"\r\n".join(lines))
+
+
+@settings(max_examples=500, deadline=None)
+@given(frames=st.lists(_frame, min_size=1, max_size=5), cut=st.integers(1, 64))
+def test_compiled_and_pure_python_parsers_agree_on_hostile_bytes(
+    frames: list[bytes], cut: int
+) -> None:
+    parser_module = pytest.importorskip("callcenter.ami._speedups")
+    assert parser_module is not None
+    data = b"".join(frame + b"\r\n\r\n" for frame in frames)
+    results = []
+    for compiled in (True, False):
+        whole = AMIParser(expect_banner=False, compiled=compiled, max_frame_size=48)
+        try:
+            got = whole.feed(data)
+        except AMIProtocolError:
+            got = None  # framing lost: both must say so
+        pieces = AMIParser(expect_banner=False, compiled=compiled, max_frame_size=48)
+        try:
+            chunked = [f for piece in chunks(data, cut) for f in pieces.feed(piece)]
+        except AMIProtocolError:
+            chunked = None
+        results.append((
+            None if got is None else [(f.kind, f.name, f.action_id, list(f.pairs())) for f in got],
+            None if got is None else [b.reason for b in whole.take_bad_frames()],
+            None if chunked is None else [(f.kind, f.name, f.action_id) for f in chunked],
+        ))
+    assert results[0] == results[1]
