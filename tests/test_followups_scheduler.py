@@ -617,6 +617,34 @@ async def shared_postgres(postgres_url: str) -> AsyncIterator[str]:
         await drop_database(url)
 
 
+async def settled_tasks(
+    url: str, crashed_id: int
+) -> tuple[collections.Counter[tuple[str, str | None]], ScheduledTask | None]:
+    """Wait until no task is left unfinished; then (state, outcome) counts and the task
+    whose worker was killed between its Originate and its commit."""
+    check = Store.from_url(url)
+    try:
+        while True:
+            async with check.session() as session:
+                unfinished = await session.scalar(
+                    select(func.count()).select_from(ScheduledTask).where(
+                        ScheduledTask.state.not_in(["done", "failed", "cancelled"])
+                    )
+                )
+            if unfinished == 0:
+                break
+            await asyncio.sleep(0.1)
+        async with check.session() as session:
+            states = collections.Counter(
+                (await session.execute(
+                    select(ScheduledTask.state, ScheduledTask.outcome)
+                )).all()
+            )
+            return states, await session.get(ScheduledTask, crashed_id)
+    finally:
+        await check.close()
+
+
 @pytest.mark.timeout(90)
 async def test_two_instances_run_1000_fake_calls_exactly_once_while_one_dies(
     shared_postgres: str,
@@ -685,27 +713,7 @@ async def test_two_instances_run_1000_fake_calls_exactly_once_while_one_dies(
             await asyncio.sleep(0.01)
         crash("app-3")
         await asyncio.gather(*kills)
-        check = Store.from_url(shared_postgres)
-        try:
-            while True:
-                async with check.session() as session:
-                    unfinished = await session.scalar(
-                        select(func.count()).select_from(ScheduledTask).where(
-                            ScheduledTask.state.not_in(["done", "failed", "cancelled"])
-                        )
-                    )
-                if unfinished == 0:
-                    break
-                await asyncio.sleep(0.1)
-            async with check.session() as session:
-                states = collections.Counter(
-                    (await session.execute(
-                        select(ScheduledTask.state, ScheduledTask.outcome)
-                    )).all()
-                )
-                crashed_row = await session.get(ScheduledTask, crashed[0])
-        finally:
-            await check.close()
+        states, crashed_row = await settled_tasks(shared_postgres, crashed[0])
     await schedulers["app-2"].stop()
     await stores["app-2"].close()
 
@@ -851,27 +859,7 @@ async def test_two_instances_place_1000_callbacks_on_the_pbx_exactly_once_while_
                 await asyncio.sleep(0.01)
             crash("app-3")
             await asyncio.gather(*kills)
-            check = Store.from_url(shared_postgres)
-            try:
-                while True:
-                    async with check.session() as session:
-                        unfinished = await session.scalar(
-                            select(func.count()).select_from(ScheduledTask).where(
-                                ScheduledTask.state.not_in(["done", "failed", "cancelled"])
-                            )
-                        )
-                    if unfinished == 0:
-                        break
-                    await asyncio.sleep(0.1)
-                async with check.session() as session:
-                    states = collections.Counter(
-                        (await session.execute(
-                            select(ScheduledTask.state, ScheduledTask.outcome)
-                        )).all()
-                    )
-                    crashed_row = await session.get(ScheduledTask, crashed[0])
-            finally:
-                await check.close()
+            states, crashed_row = await settled_tasks(shared_postgres, crashed[0])
     finally:
         for name, scheduler in schedulers.items():
             if name == "app-2":
