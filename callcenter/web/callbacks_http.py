@@ -75,14 +75,8 @@ class CallbackOut(BaseModel):
 
     @classmethod
     def of(cls, view: CallbackView) -> CallbackOut:
-        return cls(
-            id=view.id, kind=view.kind, status=view.status, token=view.token,
-            reason=view.reason, category=view.category, language=view.language,
-            due_at=view.due_at, attempts=view.attempts, outcome=view.outcome,
-            outcome_by=view.outcome_by, repeats=view.repeats,
-            requested_by=view.requested_by, decided_by=view.decided_by,
-            created_at=view.created_at,
-        )
+        # The view's fields of the same names; the ids of its case and call stay inside.
+        return cls.model_validate(view, from_attributes=True)
 
 
 class CallbackList(BaseModel):
