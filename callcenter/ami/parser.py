@@ -224,6 +224,9 @@ class AMIParser:
                 self._parse_careful(block, b"\n\n", "\n", legacy, frames)
             elif legacy:
                 self._parse_careful(block, b"\r\n\r\n", "\r\n", True, frames)
+            elif self._compiled is not None:
+                # It gives each frame it is not sure of to the careful path.
+                self._compiled.parse(block, frames, self.max_frame_size, self._careful_crlf_frame)
             else:
                 self._parse_crlf(block, frames)
             start = end
@@ -345,13 +348,7 @@ class AMIParser:
         A shape is found through the frame's first value (an event's name) with
         one short hash and confirmed by (a) and (b); only when that fails are
         all learnt layouts looked up by key.
-
-        With the compiled fast path none of this runs: it builds the frames it
-        is sure of and gives the others to the careful path one by one.
         """
-        if self._compiled is not None:
-            self._compiled.parse(block, out, self.max_frame_size, self._careful_crlf_frame)
-            return
         if b"\x00" in block or b": \n" in block or len(block) > self.max_frame_size:
             self._parse_careful(block, b"\r\n\r\n", "\r\n", False, out)
             return
@@ -448,8 +445,8 @@ class AMIParser:
             frame = self._frame(text.split(eol), follows, eol == "\n", len(raw), bad)
             if frame is not None:
                 out.append(frame)
-                if eol == "\r\n" and not follows:
-                    self._learn(frame)
+                if eol == "\r\n" and not follows and self._compiled is None:
+                    self._learn(frame)  # the compiled fast path learns no layouts
         self._bad += bad
         self.bad_frames += len(bad)
 
